@@ -1,0 +1,63 @@
+// The ivm command line: global options, one command per file in src/commands/, and the one place
+// where errors become a message and an exit code.
+import { Command, CommanderError } from 'commander';
+import { ExitCode, IvmError } from './errors.ts';
+import { registerBuild } from './commands/build.ts';
+import { registerCreate } from './commands/create.ts';
+import { registerIdentity } from './commands/identity.ts';
+import { registerLifecycle } from './commands/lifecycle.ts';
+import { registerList } from './commands/list.ts';
+import { registerXml } from './commands/xml.ts';
+import type { Context } from './core/context.ts';
+import { findProject } from './core/project.ts';
+import { Runner } from './host/runner.ts';
+import { readSettings } from './host/settings.ts';
+
+export interface GlobalOptions {
+  dryRun?: boolean;
+  verbose?: boolean;
+}
+
+/** Builds the context of a command from the global options (read lazily, after parsing). */
+export type ContextFactory = () => Context;
+
+export function buildProgram(): Command {
+  const program = new Command('ivm')
+    .description('Immutable NixOS virtual machines on libvirt: one read-only base image, per-VM identity and /var.')
+    .option('-n, --dry-run', 'print the commands that would change anything, run none of them (queries still run)')
+    .option('-v, --verbose', 'echo every command to stderr')
+    .showHelpAfterError()
+    .exitOverride();
+  const makeContext: ContextFactory = () => {
+    const options = program.opts<GlobalOptions>();
+    const settings = readSettings();
+    const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
+    return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
+  };
+  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList]) {
+    register(program, makeContext);
+  }
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // help and version exit 0; a usage mistake is bad input (commander printed it already).
+      return error.exitCode === 0 ? 0 : ExitCode.badInput;
+    }
+    if (error instanceof IvmError) {
+      process.stderr.write(`ivm: ${error.message}\n`);
+      if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
+      return error.exitCode;
+    }
+    process.stderr.write(`ivm: internal error (please report it):\n${(error as Error).stack ?? String(error)}\n`);
+    return 70;
+  }
+}
+
+process.exitCode = await main(process.argv);

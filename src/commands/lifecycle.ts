@@ -1,0 +1,37 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import type { ContextFactory } from '../cli.ts';
+import { consoleVm, destroyVm, startVm, stopVm } from '../core/lifecycle.ts';
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('a whole number of seconds');
+  return n;
+}
+
+export function registerLifecycle(program: Command, context: ContextFactory): void {
+  program
+    .command('start')
+    .argument('<name>', 'machine name')
+    .description('start the VM')
+    .action(async (name: string) => startVm(context(), name));
+  program
+    .command('stop')
+    .argument('<name>', 'machine name')
+    .description('shut the VM down gracefully and wait until it is off')
+    .option('-f, --force', 'power it off at once (virsh destroy), no graceful shutdown')
+    .option('-t, --timeout <seconds>', 'how long to wait for a graceful shutdown', seconds, 120)
+    .action(async (name: string, options: { force?: boolean; timeout: number }) =>
+      stopVm(context(), name, { force: Boolean(options.force), timeoutSeconds: options.timeout }),
+    );
+  program
+    .command('console')
+    .argument('<name>', 'machine name')
+    .description("attach to the VM's serial console (leave with Ctrl+])")
+    .action(async (name: string) => consoleVm(context(), name));
+  program
+    .command('destroy')
+    .argument('<name>', 'machine name')
+    .description('power off and undefine the VM (with its NVRAM), remove its boot overlay; the /var disk is kept')
+    .option('--delete-var', 'also delete the /var disk: all of its data is lost')
+    .action(async (name: string, options: { deleteVar?: boolean }) => destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar) }));
+}

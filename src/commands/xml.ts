@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import type { ContextFactory } from '../cli.ts';
+import { defineVm, renderXml } from '../core/lifecycle.ts';
+import { machineNames } from '../core/project.ts';
+import { vmPaths } from '../core/vm-paths.ts';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export function registerXml(program: Command, context: ContextFactory): void {
+  program
+    .command('xml')
+    .argument('[names...]', 'machine names (default: every machine)')
+    .description('print the libvirt domain XML of machines, or write it to libvirt/<name>.xml with --write')
+    .option('-w, --write', 'write libvirt/<name>.xml instead of printing')
+    .action(async (names: string[], options: { write?: boolean }) => {
+      const ctx = context();
+      const targets = names.length > 0 ? names : machineNames(ctx.project);
+      for (const name of targets) {
+        const xml = await renderXml(ctx, name);
+        if (!options.write) {
+          process.stdout.write(xml);
+          continue;
+        }
+        const file = vmPaths(ctx.settings, ctx.project, name).xml;
+        if (ctx.runner.dryRun) {
+          ctx.say(`would write ${file}`);
+          continue;
+        }
+        fs.mkdirSync(path.dirname(file), { recursive: true });
+        fs.writeFileSync(file, xml);
+        ctx.say(file);
+      }
+    });
+  program
+    .command('define')
+    .argument('<name>', 'machine name')
+    .description('write libvirt/<name>.xml and (re)define the domain; the uuid and MAC stay the same')
+    .action(async (name: string) => defineVm(context(), name));
+}

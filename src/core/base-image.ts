@@ -1,0 +1,91 @@
+// nix build -> an installed base image. A base is named after the store path it came from, so the
+// same build is installed once and shared by every VM that uses it; it is made read-only (0444) and
+// put in place by rename, so a half-copied file never carries the final name.
+import fs from 'node:fs';
+import path from 'node:path';
+import { BadInputError, IvmError } from '../errors.ts';
+import { buildCommand } from '../host/nix.ts';
+import type { Command, Runner } from '../host/runner.ts';
+import type { Settings } from '../host/settings.ts';
+import type { Plan } from './plan.ts';
+import type { Project } from './project.ts';
+
+/** The flake output ivm builds for a machine (docs/flake.md). */
+export function imageInstallable(project: Project, name: string): string {
+  return `${project.root}#nixosConfigurations.${name}.config.system.build.ivmImage`;
+}
+
+/** The single *.qcow2 inside a build output (searched two folders deep). */
+export function findImage(outPath: string): string {
+  const found: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isFile() && entry.name.endsWith('.qcow2')) found.push(full);
+      else if (entry.isDirectory() && depth < 2) walk(full, depth + 1);
+    }
+  };
+  if (!fs.existsSync(outPath) || !fs.statSync(outPath).isDirectory()) {
+    throw new IvmError(`nix build printed ${outPath}, which is not a folder`);
+  }
+  walk(outPath, 0);
+  if (found.length !== 1) {
+    throw new IvmError(`expected exactly one *.qcow2 under ${outPath}, found ${found.length}${found.length ? `: ${found.join(', ')}` : ''}`);
+  }
+  return found[0]!;
+}
+
+/** The installed name of a build output: its store path's base name, which changes with its content. */
+export function basePathFor(settings: Settings, outPath: string): string {
+  return path.join(settings.baseDir, `${path.basename(outPath)}.qcow2`);
+}
+
+/** Copy, make read-only, rename: the steps that install one image into the base directory. */
+export function installPlan(settings: Settings, image: string, base: string): Plan {
+  const partial = path.join(settings.baseDir, `.${path.basename(base)}.partial-${process.pid}`);
+  const rmPartial: Command = { tool: 'rm', args: ['-f', partial], mutates: true };
+  return {
+    title: `install ${image} as ${base}`,
+    steps: [
+      { kind: 'run', title: 'make the base-image folder', command: { tool: 'mkdir', args: ['-p', '-m', '0755', settings.baseDir], mutates: true } },
+      { kind: 'run', title: 'copy the image', command: { tool: 'cp', args: ['--reflink=auto', image, partial], mutates: true }, undo: rmPartial },
+      { kind: 'run', title: 'make it read-only', command: { tool: 'chmod', args: ['0444', partial], mutates: true } },
+      { kind: 'run', title: 'put it in place', command: { tool: 'mv', args: ['-f', '-T', partial, base], mutates: true } },
+    ],
+  };
+}
+
+/** Local record of the base last built for each machine (create --no-build uses it). */
+export interface BuildRecord {
+  storePath: string;
+  base: string;
+}
+
+function recordFile(project: Project, name: string): string {
+  return path.join(project.stateDir, `${name}.json`);
+}
+
+export function writeBuildRecord(project: Project, name: string, record: BuildRecord): void {
+  fs.mkdirSync(project.stateDir, { recursive: true });
+  fs.writeFileSync(recordFile(project, name), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+export function readBuildRecord(project: Project, name: string): BuildRecord | undefined {
+  const file = recordFile(project, name);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as BuildRecord;
+  } catch {
+    throw new BadInputError(`${file} is not valid JSON`, `remove it and run: ivm build ${name}`);
+  }
+}
+
+/** Runs nix build and returns the output path (the last line it printed). */
+export async function runBuild(runner: Runner, project: Project, name: string): Promise<string | undefined> {
+  const result = await runner.run(buildCommand(imageInstallable(project, name)));
+  if (result.skipped) return undefined;
+  const lines = result.stdout.trim().split('\n').filter(Boolean);
+  const outPath = lines[lines.length - 1];
+  if (!outPath || !path.isAbsolute(outPath)) throw new IvmError(`nix build printed no output path (got ${JSON.stringify(result.stdout.trim())})`);
+  return outPath;
+}

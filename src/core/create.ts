@@ -1,0 +1,79 @@
+// ivm create: boot overlay + /var disk + identity + XML + define, as one plan that is either done
+// whole or rolled back. It refuses, before touching anything, when any of the VM's files or its
+// domain exists.
+import fs from 'node:fs';
+import { RefusedError } from '../errors.ts';
+import { guestfishCommand } from '../host/guestfish.ts';
+import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
+import { removeCommand } from '../host/files.ts';
+import { listDomains, virshCommand } from '../host/virsh.ts';
+import { buildBase, lastBuiltBase } from './build.ts';
+import type { Context } from './context.ts';
+import { renderDomainXml } from './domain-xml.ts';
+import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
+import { loadMachine, type Machine } from './machine.ts';
+import { executePlan, type Plan } from './plan.ts';
+import { initVarScript } from './var-disk.ts';
+import { vmPaths, type VmPaths } from './vm-paths.ts';
+
+export interface CreateOptions {
+  build: boolean;
+  start: boolean;
+}
+
+export async function createVm(ctx: Context, name: string, options: CreateOptions): Promise<void> {
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  await refuseExisting(ctx, name, paths);
+  const planned = ensureIdentity(ctx, machine.dir, name);
+  const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  const plan = createPlan(ctx, machine, base, paths, planned.map((write) => write.name));
+  await executePlan(ctx.runner, plan, ctx.say);
+  if (ctx.runner.dryRun) {
+    if (options.start) ctx.say(ctx.runner.describe(virshCommand(ctx.runner, ['start', name], true)));
+    return;
+  }
+  ctx.say(`created ${name}: boot ${paths.boot} (backed by ${base}), /var ${paths.var} (${machine.meta.varSize}); domain defined`);
+  if (options.start) {
+    await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    ctx.say(`started ${name}; serial log: ${paths.serialLog}`);
+  }
+}
+
+async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promise<void> {
+  const conflicts = [paths.boot, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
+  const domains = await listDomains(ctx.runner);
+  if (domains.has(name)) conflicts.push(`libvirt domain ${name} (${domains.get(name)})`);
+  if (conflicts.length > 0) {
+    throw new RefusedError(
+      `${name} already exists, nothing was changed:\n${conflicts.map((c) => `  ${c}`).join('\n')}`,
+      fs.existsSync(paths.var) && !domains.has(name)
+        ? `a /var disk survives \`ivm destroy\`; to start over, remove it yourself (its data is lost): rm ${paths.var}`
+        : `to remove the VM: ivm destroy ${name} (keeps its /var disk)`,
+    );
+  }
+}
+
+/** `pending`: identity files that --dry-run did not write but a real run would have. */
+export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, pending: string[] = []): Plan {
+  const { runner, settings } = ctx;
+  const sources = identitySources(machine.dir, pending);
+  const machineId = pending.includes('machine-id') ? '0'.repeat(32) : machineIdFrom(machine.dir);
+  return {
+    title: `create ${machine.name}`,
+    steps: [
+      { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', settings.vmDir], mutates: true } },
+      { kind: 'run', title: `boot overlay backed by ${base}`, command: createOverlayCommand(base, paths.boot), undo: removeCommand(paths.boot) },
+      { kind: 'run', title: `/var disk of ${machine.meta.varSize}`, command: createDiskCommand(paths.var, machine.meta.varSize), undo: removeCommand(paths.var) },
+      { kind: 'run', title: 'format /var and write the identity (one guestfish session)', command: guestfishCommand(initVarScript(paths.var, sources)) },
+      { kind: 'write', title: 'domain XML', path: paths.xml, content: renderDomainXml(machine, machineId, paths, settings) },
+      {
+        kind: 'run',
+        title: 'define the domain',
+        command: virshCommand(runner, ['define', paths.xml], true),
+        undo: virshCommand(runner, ['undefine', '--nvram', machine.name], true),
+      },
+    ],
+  };
+}
+

@@ -1,0 +1,127 @@
+// start, stop, console, destroy, define, list: a VM's life through virsh.
+import fs from 'node:fs';
+import { IvmError, RefusedError } from '../errors.ts';
+import { removeCommand } from '../host/files.ts';
+import { domainState, listDomains, runVirsh, virshCommand } from '../host/virsh.ts';
+import type { Context } from './context.ts';
+import { renderDomainXml } from './domain-xml.ts';
+import { machineIdFrom } from './identity.ts';
+import { loadMachine } from './machine.ts';
+import { validateMachineName } from './names.ts';
+import { executePlan, type Plan, type Step } from './plan.ts';
+import { machineNames } from './project.ts';
+import { vmPaths } from './vm-paths.ts';
+
+async function requireDomain(ctx: Context, name: string): Promise<string> {
+  const state = await domainState(ctx.runner, name);
+  if (state === undefined) throw new RefusedError(`${name} is not defined in libvirt (${ctx.settings.libvirtUri})`, `create it: ivm create ${name}`);
+  return state;
+}
+
+export async function startVm(ctx: Context, name: string): Promise<void> {
+  validateMachineName(name);
+  const state = await requireDomain(ctx, name);
+  if (state === 'running') return ctx.say(`${name} is already running`);
+  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['start', name], true));
+  if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
+}
+
+export async function stopVm(ctx: Context, name: string, options: { force: boolean; timeoutSeconds: number }): Promise<void> {
+  validateMachineName(name);
+  const state = await requireDomain(ctx, name);
+  if (state === 'shut off') return ctx.say(`${name} is already shut off`);
+  if (options.force) {
+    await runVirsh(ctx.runner, virshCommand(ctx.runner, ['destroy', name], true));
+    if (!ctx.runner.dryRun) ctx.say(`${name} powered off`);
+    return;
+  }
+  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['shutdown', name], true));
+  if (ctx.runner.dryRun) return;
+  if (!(await waitForShutOff(ctx, name, options.timeoutSeconds))) {
+    throw new IvmError(`${name} did not shut down within ${options.timeoutSeconds} s`, {
+      hint: `wait longer (--timeout), or power it off: ivm stop --force ${name}`,
+    });
+  }
+  ctx.say(`${name} shut off`);
+}
+
+export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    const state = await domainState(ctx.runner, name);
+    if (state === undefined || state === 'shut off') return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+export async function consoleVm(ctx: Context, name: string): Promise<void> {
+  validateMachineName(name);
+  await requireDomain(ctx, name);
+  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['console', name], false, true));
+}
+
+/** Undefines the domain and removes its boot overlay; the /var disk only with deleteVar. */
+export async function destroyVm(ctx: Context, name: string, options: { deleteVar: boolean }): Promise<void> {
+  validateMachineName(name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const state = await domainState(ctx.runner, name);
+  const steps: Step[] = [];
+  if (state !== undefined && state !== 'shut off') {
+    steps.push({ kind: 'run', title: 'power off', command: virshCommand(ctx.runner, ['destroy', name], true) });
+  }
+  if (state !== undefined) {
+    steps.push({ kind: 'run', title: 'undefine (with its NVRAM)', command: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) });
+  }
+  const files = [paths.boot, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])].filter((f) => fs.existsSync(f));
+  if (files.length > 0) steps.push({ kind: 'run', title: 'remove files', command: removeCommand(...files) });
+  if (steps.length === 0 && !fs.existsSync(paths.xml)) {
+    throw new RefusedError(`${name} has no domain and no boot disk: nothing to destroy`);
+  }
+  const plan: Plan = { title: `destroy ${name}`, steps };
+  await executePlan(ctx.runner, plan, ctx.say);
+  if (ctx.runner.dryRun) return;
+  fs.rmSync(paths.xml, { force: true });
+  ctx.say(`destroyed ${name}`);
+  if (!options.deleteVar && fs.existsSync(paths.var)) ctx.say(`kept its /var disk: ${paths.var} (remove it with: ivm destroy --delete-var ${name})`);
+}
+
+/** Renders the XML, writes libvirt/<name>.xml and (re)defines the domain: uuid and MAC stay the same. */
+export async function defineVm(ctx: Context, name: string): Promise<void> {
+  const xml = await renderXml(ctx, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  await executePlan(
+    ctx.runner,
+    {
+      title: `define ${name}`,
+      steps: [
+        { kind: 'write', title: 'domain XML', path: paths.xml, content: xml },
+        { kind: 'run', title: 'define the domain', command: virshCommand(ctx.runner, ['define', paths.xml], true) },
+      ],
+    },
+    ctx.say,
+  );
+  if (!ctx.runner.dryRun) ctx.say(`defined ${name} from ${paths.xml}`);
+}
+
+export async function renderXml(ctx: Context, name: string): Promise<string> {
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  if (!fs.existsSync(`${machine.dir}/machine-id`)) {
+    throw new RefusedError(`${name} has no identity yet (machines/${name}/machine-id)`, `run: ivm identity ${name}`);
+  }
+  return renderDomainXml(machine, machineIdFrom(machine.dir), vmPaths(ctx.settings, ctx.project, name), ctx.settings);
+}
+
+export interface ListEntry {
+  name: string;
+  /** libvirt's state ("running", "shut off", ...) or "undefined" when there is no domain. */
+  state: string;
+}
+
+/** Every machine with its domain state, from one `virsh list --all` call. */
+export async function listVms(ctx: Context): Promise<ListEntry[]> {
+  const names = machineNames(ctx.project);
+  const domains = await listDomains(ctx.runner);
+  return names.map((name) => ({ name, state: domains.get(name) ?? 'undefined' }));
+}
+

@@ -1,0 +1,51 @@
+// The ivm project: the folder holding flake.nix and machines/. Found from IVM_ROOT, or by walking up
+// from the working directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import { BadInputError } from '../errors.ts';
+
+export interface Project {
+  root: string;
+  machinesDir: string;
+  /** Generated libvirt XML, one file per machine. */
+  libvirtDir: string;
+  /** Local state: the base image last built for each machine (git-ignored). */
+  stateDir: string;
+}
+
+export function projectAt(root: string): Project {
+  return {
+    root,
+    machinesDir: path.join(root, 'machines'),
+    libvirtDir: path.join(root, 'libvirt'),
+    stateDir: path.join(root, '.ivm'),
+  };
+}
+
+export function findProject(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Project {
+  if (env.IVM_ROOT) {
+    const root = path.resolve(env.IVM_ROOT);
+    if (!fs.existsSync(path.join(root, 'machines'))) {
+      throw new BadInputError(`IVM_ROOT=${env.IVM_ROOT} has no machines/ folder`);
+    }
+    return projectAt(root);
+  }
+  for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'flake.nix')) && fs.existsSync(path.join(dir, 'machines'))) return projectAt(dir);
+    if (dir === path.dirname(dir)) break;
+  }
+  throw new BadInputError(
+    `no ivm project here: no folder with flake.nix and machines/ above ${cwd}`,
+    'run ivm inside the repository, or set IVM_ROOT',
+  );
+}
+
+/** Names of the folders in machines/ that hold a meta.nix, sorted. */
+export function machineNames(project: Project): string[] {
+  if (!fs.existsSync(project.machinesDir)) return [];
+  return fs
+    .readdirSync(project.machinesDir, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && fs.existsSync(path.join(project.machinesDir, entry.name, 'meta.nix')))
+    .map((entry) => entry.name)
+    .sort();
+}

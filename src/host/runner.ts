@@ -1,0 +1,132 @@
+// The one place where ivm starts a process. A command is an argv array (never a shell string);
+// the runner prefixes HOST_CMD and SUDO or applies the tool's override variable, hands LIBGUESTFS_*
+// to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
+// running them (read-only queries still run, so a dry run sees the real state).
+import { execa } from 'execa';
+import { CommandFailedError, ToolMissingError } from '../errors.ts';
+import type { Settings } from './settings.ts';
+import { shellLine, withHereDoc } from './shell-quote.ts';
+import { TOOLS, type ToolName } from './tools.ts';
+
+export interface Command {
+  tool: ToolName;
+  args: string[];
+  /** True when the command changes anything: under --dry-run it is printed, not run. */
+  mutates: boolean;
+  /** Standard input. */
+  input?: string;
+  /** Inherit the terminal (virsh console). */
+  interactive?: boolean;
+}
+
+export interface Result {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  /** True when the command was only printed (--dry-run). */
+  skipped: boolean;
+}
+
+export interface RunnerOptions {
+  dryRun: boolean;
+  verbose: boolean;
+  /** Where dry-run prints commands (default: stdout). */
+  print?: (line: string) => void;
+  /** Where --verbose echoes commands (default: stderr). */
+  echo?: (line: string) => void;
+}
+
+export class Runner {
+  readonly dryRun: boolean;
+  readonly verbose: boolean;
+  private readonly print: (line: string) => void;
+  private readonly echo: (line: string) => void;
+
+  constructor(
+    readonly settings: Settings,
+    options: RunnerOptions,
+  ) {
+    this.dryRun = options.dryRun;
+    this.verbose = options.verbose;
+    this.print = options.print ?? ((line) => process.stdout.write(`${line}\n`));
+    this.echo = options.echo ?? ((line) => process.stderr.write(`+ ${line}\n`));
+  }
+
+  /** The argv a command runs as, with prefixes and overrides applied. */
+  argv(command: Command): string[] {
+    const spec = TOOLS[command.tool];
+    const override = spec.variable ? this.settings.overrides[spec.variable] : undefined;
+    if (override) return [...override, ...command.args];
+    const prefix = [...this.settings.hostCmd, ...(spec.root ? this.settings.sudo : [])];
+    // sudo and host-spawn do not pass the environment on: name the guestfish variables on the command line.
+    const env =
+      command.tool === 'guestfish' && prefix.length > 0
+        ? ['env', ...Object.entries(this.settings.guestfsEnv).map(([k, v]) => `${k}=${v}`)]
+        : [];
+    return [...prefix, ...env, spec.program, ...command.args];
+  }
+
+  /** The command as a line a user could paste into a shell. */
+  describe(command: Command): string {
+    const line = shellLine(this.argv(command));
+    return command.input === undefined ? line : withHereDoc(line, command.input);
+  }
+
+  /** Runs a command; a non-zero exit becomes CommandFailedError unless allowFailure. */
+  async run(command: Command, options: { allowFailure?: boolean } = {}): Promise<Result> {
+    if (this.dryRun && command.mutates) {
+      this.print(this.describe(command));
+      return { stdout: '', stderr: '', exitCode: 0, skipped: true };
+    }
+    if (this.verbose) this.echo(this.describe(command));
+    const [file, ...args] = this.argv(command) as [string, ...string[]];
+    const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : {};
+    let result;
+    try {
+      result = await execa(file, args, {
+        reject: false,
+        env,
+        ...(command.interactive
+          ? { stdio: 'inherit' as const }
+          : { input: command.input ?? '', stripFinalNewline: false }),
+      });
+    } catch (error) {
+      throw this.translateSpawnError(command, file, error);
+    }
+    if (result.failed && result.exitCode === undefined) {
+      throw this.translateSpawnError(command, file, result);
+    }
+    const stdout = typeof result.stdout === 'string' ? result.stdout : '';
+    const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+    const exitCode = result.exitCode ?? 1;
+    const program = TOOLS[command.tool].program;
+    if (exitCode !== 0 && (exitCode === 127 || saysNotFound(stderr, program))) {
+      throw new ToolMissingError(program, TOOLS[command.tool].packages);
+    }
+    if (exitCode !== 0 && !options.allowFailure) {
+      throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
+    }
+    return { stdout, stderr, exitCode, skipped: false };
+  }
+
+  private translateSpawnError(command: Command, file: string, error: unknown): Error {
+    const code = (error as { code?: string }).code;
+    if (code === 'ENOENT') {
+      const spec = TOOLS[command.tool];
+      const isTool = file === spec.program || file.endsWith(`/${spec.program}`);
+      return new ToolMissingError(file, isTool ? spec.packages : undefined);
+    }
+    const message = (error as { shortMessage?: string; message?: string }).shortMessage ?? String(error);
+    return new CommandFailedError(shellLine(this.argv(command)), undefined, message);
+  }
+}
+
+/** sudo and env report a missing program on their first line of stderr. */
+function saysNotFound(stderr: string, program: string): boolean {
+  const head = stderr.split('\n').slice(0, 3).join('\n');
+  return head.includes(`${program}: command not found`) || head.includes(`'${program}': No such file or directory`);
+}
+
+export function lastLines(text: string, n: number): string {
+  return text.trimEnd().split('\n').slice(-n).join('\n');
+}

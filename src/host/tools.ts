@@ -1,0 +1,54 @@
+// The external programs ivm runs: which variable overrides each, whether it needs root (SUDO), and
+// which package provides it, for the "command not found" hint.
+
+export type ToolName =
+  | 'nix'
+  | 'virsh'
+  | 'qemu-img'
+  | 'guestfish'
+  | 'cp'
+  | 'readlink'
+  | 'mv'
+  | 'rm'
+  | 'chmod'
+  | 'mkdir';
+
+export interface ToolSpec {
+  /** The program's name when no override is set. */
+  program: string;
+  /** The variable that replaces the whole command (e.g. VIRSH="sudo virsh"). */
+  variable?: string;
+  /** Whether the default command is prefixed with SUDO (it touches libvirt or root-owned images). */
+  root: boolean;
+  packages: { debian: string; fedora: string; arch: string };
+}
+
+const coreutils = { debian: 'coreutils', fedora: 'coreutils', arch: 'coreutils' };
+
+export const TOOLS: Record<ToolName, ToolSpec> = {
+  nix: { program: 'nix', variable: 'NIX', root: false, packages: { debian: 'nix-bin', fedora: 'nix', arch: 'nix' } },
+  virsh: {
+    program: 'virsh',
+    variable: 'VIRSH',
+    root: true,
+    packages: { debian: 'libvirt-clients', fedora: 'libvirt-client', arch: 'libvirt' },
+  },
+  'qemu-img': {
+    program: 'qemu-img',
+    variable: 'QEMU_IMG',
+    root: true,
+    packages: { debian: 'qemu-utils', fedora: 'qemu-img', arch: 'qemu-img' },
+  },
+  guestfish: {
+    program: 'guestfish',
+    variable: 'GUESTFISH',
+    root: true,
+    packages: { debian: 'libguestfs-tools', fedora: 'guestfs-tools', arch: 'guestfs-tools' },
+  },
+  cp: { program: 'cp', variable: 'CP', root: true, packages: coreutils },
+  readlink: { program: 'readlink', variable: 'READLINK', root: false, packages: coreutils },
+  mv: { program: 'mv', root: true, packages: coreutils },
+  rm: { program: 'rm', root: true, packages: coreutils },
+  chmod: { program: 'chmod', root: true, packages: coreutils },
+  mkdir: { program: 'mkdir', root: true, packages: coreutils },
+};
