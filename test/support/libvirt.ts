@@ -60,6 +60,12 @@ async function run(cmd: string, args: string[], logFile?: string): Promise<strin
   return `${cmd} ${args.join(' ')}: exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''} ${err.trim().slice(-500)}`;
 }
 
+async function startVirtlogd(): Promise<string | null> {
+  const pidFile = path.join(TEST_RUN_DIR, 'virtlogd.pid');
+  if (await pidAlive(pidFile)) return null;
+  return run('virtlogd', ['-d', '--pid-file', pidFile], path.join(TEST_RUN_DIR, 'virtlogd.log'));
+}
+
 let ensured: Promise<void> | undefined;
 
 /**
@@ -76,7 +82,15 @@ export function ensureLibvirt(timeoutMs = 60_000): Promise<void> {
 }
 
 async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
-  if ((await virshWorks()) === null) return;
+  if ((await virshWorks()) === null) {
+    // A libvirtd started some other way may lack virtlogd ("virsh start" would then fail).
+    if (!existsSync('/run/libvirt/virtlogd-sock') && process.getuid?.() === 0 && LIBVIRT_URI === 'qemu:///system') {
+      await mkdir(TEST_RUN_DIR, { recursive: true });
+      const e = await startVirtlogd();
+      if (e) throw new Error(`libvirtd answers but virtlogd is not running and could not be started: ${e}`);
+    }
+    return;
+  }
   if (LIBVIRT_URI !== 'qemu:///system') {
     throw new Error(`libvirt at ${LIBVIRT_URI} does not answer and only qemu:///system is started by the tests`);
   }
@@ -87,12 +101,9 @@ async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   const problems: string[] = [];
 
   // virtlogd: without it `virsh start` fails (serial logs go through it).
-  const virtlogdPid = path.join(TEST_RUN_DIR, 'virtlogd.pid');
-  if (!existsSync('/run/libvirt/virtlogd-sock') || !(await pidAlive(virtlogdPid))) {
-    if (!(await pidAlive(virtlogdPid))) {
-      const e = await run('virtlogd', ['-d', '--pid-file', virtlogdPid], path.join(TEST_RUN_DIR, 'virtlogd.log'));
-      if (e) problems.push(e);
-    }
+  if (!existsSync('/run/libvirt/virtlogd-sock')) {
+    const e = await startVirtlogd();
+    if (e) problems.push(e);
   }
 
   // The network namespace keeps libvirt's NAT bridges and firewall rules off the host.
