@@ -1,0 +1,111 @@
+// The runner with real processes: argv composition (HOST_CMD, SUDO, overrides), dry-run, verbose,
+// and typed failures.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CommandFailedError, ToolMissingError } from '../src/errors.ts';
+import { Runner } from '../src/host/runner.ts';
+import { readSettings } from '../src/host/settings.ts';
+
+function runner(env: NodeJS.ProcessEnv, options: { dryRun?: boolean; uid?: number } = {}) {
+  const printed: string[] = [];
+  const echoed: string[] = [];
+  const r = new Runner(readSettings(env, options.uid ?? 0), {
+    dryRun: options.dryRun ?? false,
+    verbose: true,
+    print: (l) => printed.push(l),
+    echo: (l) => echoed.push(l),
+  });
+  return { r, printed, echoed };
+}
+
+describe('runner argv', () => {
+  it('prefixes HOST_CMD to every default command and SUDO to those that need root', () => {
+    const { r } = runner({ HOST_CMD: 'host-spawn', SUDO: 'sudo -n' });
+    expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['host-spawn', 'sudo', '-n', 'virsh', 'list']);
+    expect(r.argv({ tool: 'nix', args: ['eval'], mutates: false })).toEqual(['host-spawn', 'nix', 'eval']);
+    expect(r.argv({ tool: 'readlink', args: ['-f', 'x'], mutates: false })).toEqual(['host-spawn', 'readlink', '-f', 'x']);
+  });
+
+  it('defaults SUDO to sudo when not root and to nothing when root; SUDO="" disables it', () => {
+    expect(runner({}, { uid: 1000 }).r.argv({ tool: 'qemu-img', args: [], mutates: true })).toEqual(['sudo', 'qemu-img']);
+    expect(runner({}, { uid: 0 }).r.argv({ tool: 'qemu-img', args: [], mutates: true })).toEqual(['qemu-img']);
+    expect(runner({ SUDO: '' }, { uid: 1000 }).r.argv({ tool: 'qemu-img', args: [], mutates: true })).toEqual(['qemu-img']);
+  });
+
+  it('uses an override verbatim, words and all', () => {
+    const { r } = runner({ HOST_CMD: 'host-spawn', VIRSH: 'sudo virsh', QEMU_IMG: '/opt/qemu/bin/qemu-img' });
+    expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['sudo', 'virsh', 'list']);
+    expect(r.argv({ tool: 'qemu-img', args: ['info'], mutates: false })).toEqual(['/opt/qemu/bin/qemu-img', 'info']);
+  });
+
+  it('names the LIBGUESTFS_* variables on the command line when sudo or HOST_CMD would drop them', () => {
+    const { r } = runner({ SUDO: 'sudo', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' });
+    expect(r.argv({ tool: 'guestfish', args: [], mutates: true })).toEqual([
+      'sudo',
+      'env',
+      'LIBGUESTFS_BACKEND=direct',
+      'LIBGUESTFS_BACKEND_SETTINGS=force_tcg',
+      'guestfish',
+    ]);
+    expect(runner({ LIBGUESTFS_BACKEND: 'libvirt' }).r.settings.guestfsEnv.LIBGUESTFS_BACKEND).toBe('libvirt');
+  });
+});
+
+describe('runner execution (real processes)', () => {
+  it('--dry-run prints mutations as shell lines and still runs queries', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-runner-'));
+    const target = path.join(dir, "it's here");
+    const { r, printed } = runner({}, { dryRun: true });
+    const made = await r.run({ tool: 'mkdir', args: ['-p', target], mutates: true });
+    expect(made.skipped).toBe(true);
+    expect(printed).toEqual([`mkdir -p '${dir}/it'\\''s here'`]);
+    expect(fs.existsSync(target)).toBe(false);
+    const read = await r.run({ tool: 'readlink', args: ['-f', dir], mutates: false });
+    expect(read.skipped).toBe(false);
+    expect(read.stdout.trim()).toBe(fs.realpathSync(dir));
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('--verbose echoes each command, with its standard input as a here-document', async () => {
+    const { r, echoed } = runner({});
+    await r.run({ tool: 'readlink', args: ['-f', '/'], mutates: false, input: 'a\nb' });
+    expect(echoed).toEqual([`readlink -f / <<'IVM_EOF'\na\nb\nIVM_EOF`]);
+  });
+
+  it('turns a failure into an error naming the command, exit code and stderr', async () => {
+    const { r } = runner({});
+    const error = await r.run({ tool: 'cp', args: ['/nonexistent/a', '/nonexistent/b'], mutates: true }).catch((e) => e);
+    expect(error).toBeInstanceOf(CommandFailedError);
+    expect(error.message).toMatch(/^command failed \(exit 1\): cp \/nonexistent\/a \/nonexistent\/b\n  cp: cannot stat/);
+  });
+
+  it('says which package provides a missing tool', async () => {
+    const { r } = runner({ HOST_CMD: '' });
+    const saved = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      const error = await r.run({ tool: 'guestfish', args: [], mutates: true }).catch((e) => e);
+      expect(error).toBeInstanceOf(ToolMissingError);
+      expect(error.message).toBe('guestfish: command not found');
+      expect(error.hint).toContain('apt install libguestfs-tools');
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
+  it('reports a missing program behind a prefix such as sudo or env (exit 127)', async () => {
+    const { r } = runner({ HOST_CMD: '/usr/bin/env' });
+    const saved = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      const error = await r.run({ tool: 'qemu-img', args: ['info'], mutates: false }).catch((e) => e);
+      expect(error).toBeInstanceOf(ToolMissingError);
+      expect(error.message).toBe('qemu-img: command not found');
+      expect(error.hint).toContain('apt install qemu-utils');
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+});
