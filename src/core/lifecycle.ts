@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { IvmError, RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
-import { domainState, listDomains, runVirsh, virshCommand } from '../host/virsh.ts';
+import { domainState, listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
@@ -22,7 +22,7 @@ export async function startVm(ctx: Context, name: string): Promise<void> {
   validateMachineName(name);
   const state = await requireDomain(ctx, name);
   if (state === 'running') return ctx.say(`${name} is already running`);
-  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['start', name], true));
+  await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
   if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
 }
 
@@ -31,11 +31,11 @@ export async function stopVm(ctx: Context, name: string, options: { force: boole
   const state = await requireDomain(ctx, name);
   if (state === 'shut off') return ctx.say(`${name} is already shut off`);
   if (options.force) {
-    await runVirsh(ctx.runner, virshCommand(ctx.runner, ['destroy', name], true));
+    await ctx.runner.run(virshCommand(ctx.runner, ['destroy', name], true));
     if (!ctx.runner.dryRun) ctx.say(`${name} powered off`);
     return;
   }
-  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['shutdown', name], true));
+  await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
   if (ctx.runner.dryRun) return;
   if (!(await waitForShutOff(ctx, name, options.timeoutSeconds))) {
     throw new IvmError(`${name} did not shut down within ${options.timeoutSeconds} s`, {
@@ -58,7 +58,7 @@ export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds:
 export async function consoleVm(ctx: Context, name: string): Promise<void> {
   validateMachineName(name);
   await requireDomain(ctx, name);
-  await runVirsh(ctx.runner, virshCommand(ctx.runner, ['console', name], false, true));
+  await ctx.runner.run(virshCommand(ctx.runner, ['console', name], false, true));
 }
 
 /** Undefines the domain and removes its boot overlay; the /var disk only with deleteVar. */

@@ -3,7 +3,7 @@
 // to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
 // running them (read-only queries still run, so a dry run sees the real state).
 import { execa } from 'execa';
-import { CommandFailedError, ToolMissingError } from '../errors.ts';
+import { CommandFailedError, LibvirtUnreachableError, ToolMissingError } from '../errors.ts';
 import type { Settings } from './settings.ts';
 import { shellLine, withHereDoc } from './shell-quote.ts';
 import { TOOLS, type ToolName } from './tools.ts';
@@ -103,6 +103,9 @@ export class Runner {
     if (exitCode !== 0 && (exitCode === 127 || saysNotFound(stderr, program))) {
       throw new ToolMissingError(program, TOOLS[command.tool].packages);
     }
+    if (exitCode !== 0 && command.tool === 'virsh' && VIRSH_UNREACHABLE.test(stderr)) {
+      throw new LibvirtUnreachableError(this.settings.libvirtUri, lastErrorLine(stderr));
+    }
     if (exitCode !== 0 && !options.allowFailure) {
       throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
     }
@@ -119,6 +122,14 @@ export class Runner {
     const message = (error as { shortMessage?: string; message?: string }).shortMessage ?? String(error);
     return new CommandFailedError(shellLine(this.argv(command)), undefined, message);
   }
+}
+
+/** virsh's words when it cannot talk to libvirtd, whatever the verb. */
+const VIRSH_UNREACHABLE = /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|authentication failed/i;
+
+function lastErrorLine(stderr: string): string {
+  const lines = stderr.trim().split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
+  return lines[lines.length - 1] ?? 'no answer';
 }
 
 /** sudo and env report a missing program on their first line of stderr. */
