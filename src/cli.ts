@@ -21,13 +21,30 @@ export interface GlobalOptions {
 /** Builds the context of a command from the global options (read lazily, after parsing). */
 export type ContextFactory = () => Context;
 
+const ENVIRONMENT_HELP = `
+Environment (README.md, "Environment"):
+  HOST_CMD            prefix of every default tool command (e.g. host-spawn in distrobox)
+  SUDO                prefix of the commands that need root (default: sudo unless root; "" disables)
+  NIX VIRSH QEMU_IMG GUESTFISH CP READLINK
+                      a tool's whole command, used as given (e.g. VIRSH="sudo virsh")
+  LIBGUESTFS_BACKEND  guestfish backend (default: direct); every LIBGUESTFS_* reaches guestfish
+  LIBVIRT_URI         libvirt connection (default: qemu:///system)
+  OVMF_CODE OVMF_VARS UEFI firmware files (default: libvirt picks firmware without Secure Boot)
+  IVM_BASE_DIR        shared read-only base images (default: /var/lib/libvirt/base-images)
+  IVM_VM_DIR          per-VM disks (default: /var/lib/libvirt/images)
+  IVM_ROOT            the project folder (default: found upward from the working directory)
+
+Exit codes: 0 ok, 1 a command failed, 2 bad input, 3 refused (would lose or overwrite something,
+or wrong VM state), 4 environment (missing tool, libvirt unreachable).`;
+
 export function buildProgram(): Command {
   const program = new Command('ivm')
     .description('Immutable NixOS virtual machines on libvirt: one read-only base image, per-VM identity and /var.')
     .option('-n, --dry-run', 'print the commands that would change anything, run none of them (queries still run)')
     .option('-v, --verbose', 'echo every command to stderr')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .addHelpText('after', ENVIRONMENT_HELP);
   const makeContext: ContextFactory = () => {
     const options = program.opts<GlobalOptions>();
     const settings = readSettings();

@@ -1,0 +1,73 @@
+# ivm recipes: each is a thin call of the ivm CLI (bin/ivm.js), which does the work.
+# Every variable below can be overridden from the environment, e.g. for distrobox:
+#   HOST_CMD=host-spawn just create-vm web
+# The tool variables hold a whole command (several words allowed, e.g. VIRSH="sudo virsh");
+# ivm runs them as given. See README.md, "Environment".
+
+set positional-arguments := true
+
+export HOST_CMD := env("HOST_CMD", "")
+export SUDO := env("SUDO", if `id -u` == "0" { "" } else { "sudo" })
+export JUST := env("JUST", "just")
+export NIX := env("NIX", trim(HOST_CMD + " nix"))
+export VIRSH := env("VIRSH", trim(HOST_CMD + " " + SUDO + " virsh"))
+export QEMU_IMG := env("QEMU_IMG", trim(HOST_CMD + " " + SUDO + " qemu-img"))
+export GUESTFISH := env("GUESTFISH", trim(HOST_CMD + " " + SUDO + " guestfish"))
+export CP := env("CP", trim(HOST_CMD + " " + SUDO + " cp"))
+export READLINK := env("READLINK", trim(HOST_CMD + " readlink"))
+export LIBGUESTFS_BACKEND := env("LIBGUESTFS_BACKEND", "direct")
+export LIBVIRT_URI := env("LIBVIRT_URI", "qemu:///system")
+# Empty: libvirt picks UEFI firmware without Secure Boot. Set both to name the files yourself.
+export OVMF_CODE := env("OVMF_CODE", "")
+export OVMF_VARS := env("OVMF_VARS", "")
+export IVM_BASE_DIR := env("IVM_BASE_DIR", "/var/lib/libvirt/base-images")
+export IVM_VM_DIR := env("IVM_VM_DIR", "/var/lib/libvirt/images")
+
+ivm := "node " + quote(justfile_directory() / "bin" / "ivm.js")
+
+# List the recipes and the variables in force
+default:
+    @"$JUST" --justfile {{ quote(justfile()) }} --list
+    @echo
+    @echo "Variables (override them in the environment):"
+    @"$JUST" --justfile {{ quote(justfile()) }} --evaluate | grep -v '^ivm '
+
+# Build a machine's base image and install it once into IVM_BASE_DIR
+build name="default":
+    {{ ivm }} build "$@"
+
+# Write libvirt/<name>.xml for the given machines (default: all)
+build-libvirt-xml *names:
+    {{ ivm }} xml --write "$@"
+
+# Create a machine's missing identity files (never overwrites)
+identity name:
+    {{ ivm }} identity "$@"
+
+# Create a VM: boot overlay, /var disk with identity, XML, define (flags: --no-build, --start)
+create-vm name *flags:
+    {{ ivm }} create "$@"
+
+# (Re)define a VM's domain from freshly rendered XML
+define-vm name:
+    {{ ivm }} define "$@"
+
+# Start a VM
+start-vm name:
+    {{ ivm }} start "$@"
+
+# Shut a VM down (flags: --force, --timeout SECONDS)
+stop-vm name *flags:
+    {{ ivm }} stop "$@"
+
+# Attach to a VM's serial console
+console name:
+    {{ ivm }} console "$@"
+
+# Undefine a VM and remove its boot overlay; keeps /var unless --delete-var
+destroy-vm name *flags:
+    {{ ivm }} destroy "$@"
+
+# Every machine with the state of its domain (flag: --json)
+list *flags:
+    {{ ivm }} list "$@"
