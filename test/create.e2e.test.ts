@@ -9,6 +9,7 @@ import { cleanupDomain, ensureNetwork, waitForState } from './support/libvirt.ts
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
+import { domainUuid, macAddress } from '../src/core/identity.ts';
 
 const NAME = 'e2e-web';
 
@@ -115,6 +116,9 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     await execa('virt-xml-validate', [xmlFile, 'domain']);
     const xml = fs.readFileSync(xmlFile, 'utf8');
     expect(xml).toMatch(/<readonly\/>/);
+    const machineId = fs.readFileSync(path.join(machineDir, 'machine-id'), 'utf8').trim();
+    expect(xml).toContain(`<uuid>${domainUuid(machineId)}</uuid>`);
+    expect(xml).toContain(`<mac address='${macAddress(machineId)}'/>`);
     const { stdout: live } = await execa('virsh', ['-c', 'qemu:///system', 'dumpxml', NAME]);
     expect(live).toContain(/<uuid>(.*)<\/uuid>/.exec(xml)![1]);
     expect(live).toContain(/<mac address='(.*)'\/>/.exec(xml)![1]);

@@ -25,9 +25,11 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   await refuseExisting(ctx, name, paths);
-  const planned = ensureIdentity(ctx, machine.dir, name);
+  const written = ensureIdentity(ctx, machine.dir, name);
+  // Under --dry-run the generated files were only planned: the plan must still upload them.
+  const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
-  const plan = createPlan(ctx, machine, base, paths, planned.map((write) => write.name));
+  const plan = createPlan(ctx, machine, base, paths, pending);
   await executePlan(ctx.runner, plan, ctx.say);
   if (ctx.runner.dryRun) {
     if (options.start) ctx.say(ctx.runner.describe(virshCommand(ctx.runner, ['start', name], true)));
