@@ -5,7 +5,7 @@
 // built without the binary cache.)
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureNetwork } from '../test/support/libvirt.ts';
+import { cleanupDomain, ensureNetwork } from '../test/support/libvirt.ts';
 import { makeTestProject, testMeta } from '../test/support/ivm.ts';
 
 const counts = process.argv.slice(2).map(Number).filter((n) => n > 0);
@@ -26,6 +26,7 @@ for (const n of sizes) {
   await project.useStandinBase('a');
   const names = Array.from({ length: n }, (_, i) => `bench-${n}-${i}`);
   for (const name of names) {
+    await cleanupDomain(name); // left over from an interrupted run
     project.addMachine(name, testMeta());
     const built = await project.ivm(['build', name]);
     if (built.exitCode !== 0) throw new Error(built.stderr);

@@ -72,12 +72,25 @@ export class Runner {
     return command.input === undefined ? line : withHereDoc(line, command.input);
   }
 
+  private mutations = 0;
+
+  /**
+   * Counts a change about to be made. IVM_FAULT_KILL_AT=N (a testing aid, see README.md) kills ivm
+   * with SIGKILL just before its N-th change, to prove that an operation cut short anywhere leaves
+   * a usable VM.
+   */
+  private beforeMutation(): void {
+    this.mutations += 1;
+    if (this.settings.faultKillAt === this.mutations) process.kill(process.pid, 'SIGKILL');
+  }
+
   /** Runs a command; a non-zero exit becomes CommandFailedError unless allowFailure. */
   async run(command: Command, options: { allowFailure?: boolean } = {}): Promise<Result> {
     if (this.dryRun && command.mutates) {
       this.print(this.describe(command));
       return { stdout: '', stderr: '', exitCode: 0, skipped: true };
     }
+    if (command.mutates) this.beforeMutation();
     if (this.verbose) this.echo(this.describe(command));
     const [file, ...args] = this.argv(command) as [string, ...string[]];
     const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : {};
@@ -112,6 +125,42 @@ export class Runner {
     return { stdout, stderr, exitCode, skipped: false };
   }
 
+  /**
+   * Starts a program that takes commands on standard input and answers each batch (a guestfish
+   * session): one launch, several round trips. The process itself only reads until a batch marked
+   * as a change is sent; under --dry-run such batches are printed instead.
+   */
+  startSession(command: Command): Session {
+    if (this.verbose) this.echo(`${shellLine(this.argv(command))} (session)`);
+    const [file, ...args] = this.argv(command) as [string, ...string[]];
+    const child = execa(file, args, {
+      reject: false,
+      env: command.tool === 'guestfish' ? this.settings.guestfsEnv : {},
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: { stdout: false, stderr: true },
+    });
+    return new Session(this, command, child);
+  }
+
+  /** Used by Session: a change batch under --dry-run is printed, otherwise counted and echoed. */
+  sessionBatch(command: Command, lines: string[], mutates: boolean): 'print' | 'send' {
+    if (mutates && this.dryRun) {
+      this.print(withHereDoc(shellLine(this.argv(command)), lines.join('\n')));
+      return 'print';
+    }
+    if (mutates) this.beforeMutation();
+    if (this.verbose) for (const line of lines) this.echo(`${command.tool}> ${line}`);
+    return 'send';
+  }
+
+  /** The error for a session that failed: its exit code and stderr, or why it could not start. */
+  failure(command: Command, code: number | undefined, stderr: string, spawnError?: Error): Error {
+    if (spawnError) return this.translateSpawnError(command, this.argv(command)[0]!, spawnError);
+    return new CommandFailedError(shellLine(this.argv(command)), code, lastLines(stderr, 8));
+  }
+
   private translateSpawnError(command: Command, file: string, error: unknown): Error {
     const code = (error as { code?: string }).code;
     if (code === 'ENOENT') {
@@ -121,6 +170,70 @@ export class Runner {
     }
     const message = (error as { shortMessage?: string; message?: string }).shortMessage ?? String(error);
     return new CommandFailedError(shellLine(this.argv(command)), undefined, message);
+  }
+}
+
+type Child = ReturnType<typeof execa>;
+
+/** A running program fed batches of commands; see Runner.startSession. */
+export class Session {
+  private output = '';
+  private exited = false;
+  private counter = 0;
+  private readonly done: Promise<{ exitCode?: number; stderr?: unknown }>;
+  private spawnError: Error | undefined;
+
+  constructor(
+    private readonly runner: Runner,
+    private readonly command: Command,
+    private readonly child: Child,
+  ) {
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      this.output += chunk;
+    });
+    this.done = (child as unknown as Promise<{ exitCode?: number; stderr?: unknown }>).then(
+      (result) => {
+        this.exited = true;
+        return result;
+      },
+      (error: Error) => {
+        this.exited = true;
+        this.spawnError = error;
+        return { exitCode: undefined };
+      },
+    );
+  }
+
+  /** Sends a batch and returns what the program printed for it. */
+  async send(lines: string[], options: { mutates: boolean } = { mutates: false }): Promise<string> {
+    if (this.runner.sessionBatch(this.command, lines, options.mutates) === 'print') return '';
+    const marker = `::ivm-batch-${++this.counter}::`;
+    this.output = '';
+    this.child.stdin?.write(`${[...lines, `echo ${marker}`].join('\n')}\n`);
+    for (;;) {
+      const at = this.output.indexOf(`${marker}\n`);
+      if (at >= 0) {
+        const answer = this.output.slice(0, at);
+        this.output = this.output.slice(at + marker.length + 1);
+        return answer;
+      }
+      if (this.exited) throw await this.failed();
+      await Promise.race([new Promise((resolve) => setTimeout(resolve, 20)), this.done]);
+    }
+  }
+
+  /** Ends the session (closing its input) and checks that the program exited cleanly. */
+  async close(): Promise<void> {
+    this.child.stdin?.end();
+    const result = await this.done;
+    if (this.spawnError || result.exitCode !== 0) throw await this.failed();
+  }
+
+  private async failed(): Promise<Error> {
+    const result = await this.done;
+    const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+    return this.runner.failure(this.command, result.exitCode, stderr, this.spawnError);
   }
 }
 

@@ -16,6 +16,8 @@ export interface Settings {
   baseDir: string;
   vmDir: string;
   ovmf: { code: string; vars: string } | undefined;
+  /** IVM_FAULT_KILL_AT: a testing aid; ivm kills itself before its N-th change (see Runner). */
+  faultKillAt: number | undefined;
 }
 
 export const TOOL_VARIABLES = ['NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK'] as const;
@@ -49,5 +51,6 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, uid = process
     baseDir: env.IVM_BASE_DIR || '/var/lib/libvirt/base-images',
     vmDir: env.IVM_VM_DIR || '/var/lib/libvirt/images',
     ovmf: code && vars ? { code, vars } : undefined,
+    faultKillAt: env.IVM_FAULT_KILL_AT ? Number(env.IVM_FAULT_KILL_AT) : undefined,
   };
 }
