@@ -7,6 +7,7 @@ import { guestfishCommand } from '../host/guestfish.ts';
 import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
+import { requireBaseInBaseDir } from './base-dir.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
@@ -29,6 +30,7 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   // Under --dry-run the generated files were only planned: the plan must still upload them.
   const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  requireBaseInBaseDir(ctx.settings, base);
   const plan = createPlan(ctx, machine, base, paths, pending);
   await executePlan(ctx.runner, plan, ctx.say);
   if (ctx.runner.dryRun) {

@@ -1,6 +1,9 @@
 // Everything ivm takes from the environment, read once into a plain object.
 // Variables (README.md, "Environment"): HOST_CMD, SUDO, NIX, VIRSH, QEMU_IMG, GUESTFISH, CP, READLINK,
-// LIBGUESTFS_BACKEND and any LIBGUESTFS_*, LIBVIRT_URI, OVMF_CODE, OVMF_VARS, IVM_BASE_DIR, IVM_VM_DIR.
+// LIBGUESTFS_BACKEND and any LIBGUESTFS_*, LIBVIRT_URI, OVMF_CODE, OVMF_VARS, IVM_BASE_DIR, IVM_VM_DIR,
+// SSH, APPARMOR_PARSER, XDG_DATA_HOME and HOME (session mode).
+import os from 'node:os';
+import path from 'node:path';
 import { BadInputError } from '../errors.ts';
 
 export interface Settings {
@@ -13,6 +16,8 @@ export interface Settings {
   /** LIBGUESTFS_* variables handed to guestfish (LIBGUESTFS_BACKEND defaults to direct). */
   guestfsEnv: Record<string, string>;
   libvirtUri: string;
+  /** system: libvirtd as root (qemu:///system); session: the user's own libvirt (qemu:///session), no root at all. */
+  mode: 'system' | 'session';
   baseDir: string;
   vmDir: string;
   ovmf: { code: string; vars: string } | undefined;
@@ -20,7 +25,34 @@ export interface Settings {
   faultKillAt: number | undefined;
 }
 
-export const TOOL_VARIABLES = ['NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK'] as const;
+export const TOOL_VARIABLES = ['NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'SSH', 'APPARMOR_PARSER'] as const;
+
+export const SYSTEM_BASE_DIR = '/var/lib/libvirt/base-images';
+export const SYSTEM_VM_DIR = '/var/lib/libvirt/images';
+
+/** qemu:///session, qemu+unix:///session, ...: the user's own libvirt daemon. */
+export function isSessionUri(uri: string): boolean {
+  return /^qemu(\+[a-z]+)?:\/\/[^/]*\/session(\?.*)?$/.test(uri);
+}
+
+/** True when `file` lies in a folder whose name starts with a dot below `home` (AppArmor denies @{HOME}/.*). */
+export function inHiddenFolderOf(home: string, file: string): boolean {
+  const rel = path.relative(home, file);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) return false;
+  return rel.split(path.sep).some((part) => part.startsWith('.'));
+}
+
+/**
+ * Session-mode folders: $XDG_DATA_HOME/ivm when XDG_DATA_HOME is set and is not a hidden folder
+ * under home, else ~/ivm. (The XDG default, ~/.local/share, is hidden: AppArmor's libvirt
+ * abstractions deny QEMU @{HOME}/.*, so disk images never go there by default.)
+ */
+export function sessionDirs(env: NodeJS.ProcessEnv): { baseDir: string; vmDir: string } {
+  const home = env.HOME || os.homedir();
+  const xdg = env.XDG_DATA_HOME;
+  const root = xdg && path.isAbsolute(xdg) && !inHiddenFolderOf(home, path.join(xdg, 'ivm')) ? path.join(xdg, 'ivm') : path.join(home, 'ivm');
+  return { baseDir: path.join(root, 'base-images'), vmDir: path.join(root, 'images') };
+}
 
 /** Splits a variable holding a command of several words (no shell quoting; words are separated by blanks). */
 export function words(value: string | undefined): string[] {
@@ -42,14 +74,23 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, uid = process
   if (Boolean(code) !== Boolean(vars)) {
     throw new BadInputError('OVMF_CODE and OVMF_VARS must be set together (or neither, to let libvirt pick the firmware)');
   }
+  const libvirtUri = env.LIBVIRT_URI || 'qemu:///system';
+  const mode = isSessionUri(libvirtUri) ? 'session' : 'system';
+  const defaults = mode === 'session' ? sessionDirs(env) : { baseDir: SYSTEM_BASE_DIR, vmDir: SYSTEM_VM_DIR };
+  for (const key of ['IVM_BASE_DIR', 'IVM_VM_DIR'] as const) {
+    const value = env[key];
+    if (value && !path.isAbsolute(value)) throw new BadInputError(`${key}=${value} must be an absolute path`);
+  }
   return {
     hostCmd: words(env.HOST_CMD),
-    sudo: env.SUDO === undefined ? (uid === 0 ? [] : ['sudo']) : words(env.SUDO),
+    // Session mode needs root for nothing: SUDO does not apply there.
+    sudo: mode === 'session' ? [] : env.SUDO === undefined ? (uid === 0 ? [] : ['sudo']) : words(env.SUDO),
     overrides,
     guestfsEnv,
-    libvirtUri: env.LIBVIRT_URI || 'qemu:///system',
-    baseDir: env.IVM_BASE_DIR || '/var/lib/libvirt/base-images',
-    vmDir: env.IVM_VM_DIR || '/var/lib/libvirt/images',
+    libvirtUri,
+    mode,
+    baseDir: env.IVM_BASE_DIR ? path.resolve(env.IVM_BASE_DIR) : defaults.baseDir,
+    vmDir: env.IVM_VM_DIR ? path.resolve(env.IVM_VM_DIR) : defaults.vmDir,
     ovmf: code && vars ? { code, vars } : undefined,
     faultKillAt: env.IVM_FAULT_KILL_AT ? Number(env.IVM_FAULT_KILL_AT) : undefined,
   };

@@ -11,7 +11,11 @@ export type ToolName =
   | 'mv'
   | 'rm'
   | 'chmod'
-  | 'mkdir';
+  | 'mkdir'
+  | 'chown'
+  | 'tee'
+  | 'ssh'
+  | 'apparmor_parser';
 
 export interface ToolSpec {
   /** The program's name when no override is set. */
@@ -51,4 +55,14 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   rm: { program: 'rm', root: true, packages: coreutils },
   chmod: { program: 'chmod', root: true, packages: coreutils },
   mkdir: { program: 'mkdir', root: true, packages: coreutils },
+  chown: { program: 'chown', root: true, packages: coreutils },
+  /** Writes root-owned files (the AppArmor rule) from standard input. */
+  tee: { program: 'tee', root: true, packages: coreutils },
+  ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
+  apparmor_parser: {
+    program: 'apparmor_parser',
+    variable: 'APPARMOR_PARSER',
+    root: true,
+    packages: { debian: 'apparmor', fedora: 'apparmor-parser', arch: 'apparmor' },
+  },
 };
