@@ -8,6 +8,9 @@ import { registerIdentity } from './commands/identity.ts';
 import { registerLifecycle } from './commands/lifecycle.ts';
 import { registerList } from './commands/list.ts';
 import { registerXml } from './commands/xml.ts';
+import { registerUpgrade } from './commands/upgrade.ts';
+import { registerGc } from './commands/gc.ts';
+import { registerStatus } from './commands/status.ts';
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
 import { Runner } from './host/runner.ts';
@@ -51,7 +54,7 @@ export function buildProgram(): Command {
     const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
     return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList]) {
+  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc]) {
     register(program, makeContext);
   }
   return program;

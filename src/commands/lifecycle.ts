@@ -2,7 +2,8 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { consoleVm, destroyVm, startVm, stopVm } from '../core/lifecycle.ts';
 
-function seconds(value: string): number {
+/** Parses a --timeout value. */
+export function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('a whole number of seconds');
   return n;

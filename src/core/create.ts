@@ -20,16 +20,20 @@ import { vmPaths, type VmPaths } from './vm-paths.ts';
 export interface CreateOptions {
   build: boolean;
   start: boolean;
+  /** A base already built (recreate builds before it destroys anything). */
+  base?: string;
+  /** recreate under --dry-run: the files it would have deleted are still there. */
+  replacing?: boolean;
 }
 
 export async function createVm(ctx: Context, name: string, options: CreateOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  await refuseExisting(ctx, name, paths);
+  if (!(ctx.runner.dryRun && options.replacing)) await refuseExisting(ctx, name, paths);
   const written = ensureIdentity(ctx, machine.dir, name);
   // Under --dry-run the generated files were only planned: the plan must still upload them.
   const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
-  const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name));
   requireBaseInBaseDir(ctx.settings, base);
   const plan = createPlan(ctx, machine, base, paths, pending);
   await executePlan(ctx.runner, plan, ctx.say);
@@ -45,7 +49,7 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
 }
 
 async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promise<void> {
-  const conflicts = [paths.boot, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
+  const conflicts = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
   const domains = await listDomains(ctx.runner);
   if (domains.has(name)) conflicts.push(`libvirt domain ${name} (${domains.get(name)})`);
   if (conflicts.length > 0) {

@@ -4,6 +4,7 @@ import { IvmError, RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
 import { domainState, listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
+import { domainStateOrRefuse, waitForShutOff } from './running.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
 import { loadMachine } from './machine.ts';
@@ -12,15 +13,9 @@ import { executePlan, type Plan, type Step } from './plan.ts';
 import { machineNames } from './project.ts';
 import { vmPaths } from './vm-paths.ts';
 
-async function requireDomain(ctx: Context, name: string): Promise<string> {
-  const state = await domainState(ctx.runner, name);
-  if (state === undefined) throw new RefusedError(`${name} is not defined in libvirt (${ctx.settings.libvirtUri})`, `create it: ivm create ${name}`);
-  return state;
-}
-
 export async function startVm(ctx: Context, name: string): Promise<void> {
   validateMachineName(name);
-  const state = await requireDomain(ctx, name);
+  const state = await domainStateOrRefuse(ctx, name);
   if (state === 'running') return ctx.say(`${name} is already running`);
   await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
   if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
@@ -28,7 +23,7 @@ export async function startVm(ctx: Context, name: string): Promise<void> {
 
 export async function stopVm(ctx: Context, name: string, options: { force: boolean; timeoutSeconds: number }): Promise<void> {
   validateMachineName(name);
-  const state = await requireDomain(ctx, name);
+  const state = await domainStateOrRefuse(ctx, name);
   if (state === 'shut off') return ctx.say(`${name} is already shut off`);
   if (options.force) {
     await ctx.runner.run(virshCommand(ctx.runner, ['destroy', name], true));
@@ -45,24 +40,14 @@ export async function stopVm(ctx: Context, name: string, options: { force: boole
   ctx.say(`${name} shut off`);
 }
 
-export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  for (;;) {
-    const state = await domainState(ctx.runner, name);
-    if (state === undefined || state === 'shut off') return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
-}
-
 export async function consoleVm(ctx: Context, name: string): Promise<void> {
   validateMachineName(name);
-  await requireDomain(ctx, name);
+  await domainStateOrRefuse(ctx, name);
   await ctx.runner.run(virshCommand(ctx.runner, ['console', name], false, true));
 }
 
 /** Undefines the domain and removes its boot overlay; the /var disk only with deleteVar. */
-export async function destroyVm(ctx: Context, name: string, options: { deleteVar: boolean }): Promise<void> {
+export async function destroyVm(ctx: Context, name: string, options: { deleteVar: boolean; quietIfAbsent?: boolean }): Promise<void> {
   validateMachineName(name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   const state = await domainState(ctx.runner, name);
@@ -73,10 +58,11 @@ export async function destroyVm(ctx: Context, name: string, options: { deleteVar
   if (state !== undefined) {
     steps.push({ kind: 'run', title: 'undefine (with its NVRAM)', command: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) });
   }
-  const files = [paths.boot, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])].filter((f) => fs.existsSync(f));
+  const files = [paths.boot, paths.bootPrevious, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])].filter((f) => fs.existsSync(f));
   if (files.length > 0) steps.push({ kind: 'run', title: 'remove files', command: removeCommand(...files) });
-  if (steps.length === 0 && !fs.existsSync(paths.xml)) {
-    throw new RefusedError(`${name} has no domain and no boot disk: nothing to destroy`);
+  if (steps.length === 0) {
+    if (options.quietIfAbsent) return;
+    if (!fs.existsSync(paths.xml)) throw new RefusedError(`${name} has no domain and no disks: nothing to destroy`);
   }
   const plan: Plan = { title: `destroy ${name}`, steps };
   await executePlan(ctx.runner, plan, ctx.say);

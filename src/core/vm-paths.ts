@@ -6,6 +6,8 @@ import type { Project } from './project.ts';
 export interface VmPaths {
   /** qcow2 overlay backed by the shared base image; attached read-only as vda. */
   boot: string;
+  /** The overlay on the base before the last upgrade or rollback: what `ivm rollback` returns to. */
+  bootPrevious: string;
   /** qcow2 holding the ext4 /var filesystem; vdb. Never removed unless asked for exactly that. */
   var: string;
   /** UEFI variable store, made by libvirt from the firmware's template at first start. */
@@ -20,6 +22,7 @@ export function vmPaths(settings: Settings, project: Project, name: string): VmP
   const at = (file: string) => path.join(settings.vmDir, file);
   return {
     boot: at(`${name}-boot.qcow2`),
+    bootPrevious: at(`${name}-boot-prev.qcow2`),
     var: at(`${name}-var.qcow2`),
     nvram: at(`${name}_VARS.fd`),
     serialLog: at(`${name}-serial.log`),

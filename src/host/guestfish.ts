@@ -15,3 +15,8 @@ export function fishLine(...words: string[]): string {
 export function guestfishCommand(script: string[]): Command {
   return { tool: 'guestfish', args: ['--no-progress-bars'], input: `${script.join('\n')}\n`, mutates: true };
 }
+
+/** guestfish reading commands in batches from a session (see Runner.startSession). */
+export function guestfishSessionCommand(): Command {
+  return { tool: 'guestfish', args: ['--no-progress-bars'], mutates: false };
+}

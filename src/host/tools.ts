@@ -12,6 +12,7 @@ export type ToolName =
   | 'rm'
   | 'chmod'
   | 'mkdir'
+  | 'ln'
   | 'chown'
   | 'tee'
   | 'ssh'
@@ -55,6 +56,7 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   rm: { program: 'rm', root: true, packages: coreutils },
   chmod: { program: 'chmod', root: true, packages: coreutils },
   mkdir: { program: 'mkdir', root: true, packages: coreutils },
+  ln: { program: 'ln', root: true, packages: coreutils },
   chown: { program: 'chown', root: true, packages: coreutils },
   /** Writes root-owned files (the AppArmor rule) from standard input. */
   tee: { program: 'tee', root: true, packages: coreutils },

@@ -1,0 +1,41 @@
+// The boot overlay and the previous one: which base each is backed by, and the swap that moves a VM
+// to another base. The swap is made so that, wherever it is cut short, <name>-boot.qcow2 exists and
+// is backed by either the old or the new base: the new overlay is made beside it and put in place
+// by rename; the old one is kept (hard link) as <name>-boot-prev.qcow2, the rollback target.
+import fs from 'node:fs';
+import { removeCommand } from '../host/files.ts';
+import { backingChain, createOverlayCommand } from '../host/qemu-img.ts';
+import type { Command, Runner } from '../host/runner.ts';
+import type { Step } from './plan.ts';
+import type { VmPaths } from './vm-paths.ts';
+
+/** The base an overlay is backed by (absolute), or undefined when the overlay does not exist. */
+export async function backingOf(runner: Runner, overlay: string): Promise<string | undefined> {
+  if (!fs.existsSync(overlay)) return undefined;
+  const [top] = await backingChain(runner, overlay);
+  return top?.['full-backing-filename'] ?? top?.['backing-filename'];
+}
+
+const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });
+
+export function switchBaseSteps(paths: VmPaths, target: string): Step[] {
+  const next = `${paths.boot}.next`;
+  const previousNext = `${paths.bootPrevious}.next`;
+  const steps: Step[] = [
+    { kind: 'run', title: 'clear what an interrupted run left', command: removeCommand(next, previousNext) },
+    { kind: 'run', title: `new boot overlay backed by ${target}`, command: createOverlayCommand(target, next), undo: removeCommand(next) },
+  ];
+  if (fs.existsSync(paths.boot)) {
+    steps.push({
+      kind: 'run',
+      title: 'keep the current overlay for rollback',
+      command: { tool: 'ln', args: ['-f', '-T', paths.boot, previousNext], mutates: true },
+      undo: removeCommand(previousNext),
+    });
+    steps.push({ kind: 'run', title: 'put the new overlay in place', command: move(next, paths.boot), undo: move(previousNext, paths.boot) });
+    steps.push({ kind: 'run', title: 'the old overlay becomes the rollback target', command: move(previousNext, paths.bootPrevious) });
+  } else {
+    steps.push({ kind: 'run', title: 'put the new overlay in place', command: move(next, paths.boot), undo: removeCommand(paths.boot) });
+  }
+  return steps;
+}

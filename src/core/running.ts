@@ -1,0 +1,32 @@
+// A VM's state before a change: guestfish never opens the disks of a running VM, so changes either
+// wait for it to be stopped or (--restart) shut it down gracefully first.
+import { IvmError, RefusedError } from '../errors.ts';
+import { domainState, virshCommand } from '../host/virsh.ts';
+import type { Context } from './context.ts';
+
+export async function domainStateOrRefuse(ctx: Context, name: string): Promise<string> {
+  const state = await domainState(ctx.runner, name);
+  if (state === undefined) throw new RefusedError(`${name} is not defined in libvirt (${ctx.settings.libvirtUri})`, `create it: ivm create ${name}`);
+  return state;
+}
+
+/** Graceful shutdown, waiting up to the timeout; nothing else is changed if it does not stop. */
+export async function stopForChange(ctx: Context, name: string, timeoutSeconds: number): Promise<void> {
+  await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
+  if (ctx.runner.dryRun) return;
+  if (!(await waitForShutOff(ctx, name, timeoutSeconds))) {
+    throw new IvmError(`${name} did not shut down within ${timeoutSeconds} s; nothing was changed`, {
+      hint: `stop it yourself (ivm stop --force ${name}) and run the command again`,
+    });
+  }
+}
+
+export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    const state = await domainState(ctx.runner, name);
+    if (state === undefined || state === 'shut off') return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}

@@ -1,0 +1,90 @@
+// ivm status: what a VM is made of now. Reads only: libvirt's state, the disks' backing files and
+// sizes, and, when the VM is stopped, /identity on its /var disk (guestfish, read-only).
+import fs from 'node:fs';
+import path from 'node:path';
+import { backingChain } from '../host/qemu-img.ts';
+import { domainState } from '../host/virsh.ts';
+import { readBuildRecord } from './base-image.ts';
+import { backingOf } from './boot-overlay.ts';
+import type { Context } from './context.ts';
+import { identitySources } from './identity.ts';
+import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity } from './identity-sync.ts';
+import { machineDir } from './machine.ts';
+import { vmPaths } from './vm-paths.ts';
+
+export interface DiskStatus {
+  path: string;
+  virtualBytes: number;
+  allocatedBytes: number;
+}
+
+export interface VmStatus {
+  name: string;
+  state: string;
+  base: { path: string; storePath: string | undefined; exists: boolean } | undefined;
+  rollbackBase: { path: string; exists: boolean } | undefined;
+  disks: { boot?: DiskStatus; var?: DiskStatus };
+  identity: { files: { name: string; mode: string }[]; sync: 'in sync' | 'differs' | 'not checked'; detail: string };
+}
+
+async function disk(ctx: Context, file: string): Promise<DiskStatus | undefined> {
+  if (!fs.existsSync(file)) return undefined;
+  const [info] = await backingChain(ctx.runner, file);
+  return { path: file, virtualBytes: info?.['virtual-size'] ?? 0, allocatedBytes: fs.statSync(file).blocks * 512 };
+}
+
+export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
+  const dir = machineDir(ctx.project, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const state = (await domainState(ctx.runner, name)) ?? 'undefined';
+  const current = await backingOf(ctx.runner, paths.boot);
+  const previous = await backingOf(ctx.runner, paths.bootPrevious);
+  const record = readBuildRecord(ctx.project, name);
+  const sources = identitySources(dir, []);
+  let sync: VmStatus['identity']['sync'] = 'not checked';
+  let detail: string;
+  if (!fs.existsSync(paths.var)) detail = 'no /var disk';
+  else if (state !== 'shut off' && state !== 'undefined') detail = `the VM is ${state}: guestfish never opens a running VM's disks`;
+  else {
+    const session = await openVarDisk(ctx.runner, paths.var, { write: false });
+    const diff = diffIdentity(sources, await readDiskIdentity(session));
+    await session.close();
+    sync = isInSync(diff) ? 'in sync' : 'differs';
+    detail = isInSync(diff) ? `machines/${name}/ and /var/identity agree` : `upgrade would: ${describeDiff(diff)}`;
+  }
+  const storePath = current && record && path.resolve(record.base) === path.resolve(current) ? record.storePath : current ? `/nix/store/${path.basename(current, '.qcow2')}` : undefined;
+  return {
+    name,
+    state,
+    base: current ? { path: current, storePath, exists: fs.existsSync(current) } : undefined,
+    rollbackBase: previous ? { path: previous, exists: fs.existsSync(previous) } : undefined,
+    disks: { boot: await disk(ctx, paths.boot), var: await disk(ctx, paths.var) },
+    identity: { files: sources.map((s) => ({ name: s.name, mode: s.mode })), sync, detail },
+  };
+}
+
+function size(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatStatus(status: VmStatus): string[] {
+  const diskLine = (d: DiskStatus | undefined) => (d ? `${d.path} (${size(d.allocatedBytes)} allocated of ${size(d.virtualBytes)})` : 'missing');
+  return [
+    `name:           ${status.name}`,
+    `state:          ${status.state}`,
+    `base:           ${status.base ? `${status.base.path}${status.base.exists ? '' : ' (MISSING)'}` : 'none'}`,
+    `  store path:   ${status.base?.storePath ?? 'unknown'}`,
+    `rollback base:  ${status.rollbackBase ? `${status.rollbackBase.path}${status.rollbackBase.exists ? '' : ' (gone: rollback impossible)'}` : 'none'}`,
+    `boot overlay:   ${diskLine(status.disks.boot)}`,
+    `/var disk:      ${diskLine(status.disks.var)}`,
+    `identity files: ${status.identity.files.map((f) => `${f.name} (${f.mode})`).join(', ')}`,
+    `identity sync:  ${status.identity.sync}: ${status.identity.detail}`,
+  ];
+}

@@ -1,0 +1,103 @@
+// ivm upgrade and ivm rollback: move a stopped VM to another base, resync its identity, redefine it.
+// Its /var data is never touched: only /identity on the /var filesystem changes.
+import fs from 'node:fs';
+import { RefusedError } from '../errors.ts';
+import { virshCommand } from '../host/virsh.ts';
+import type { Session } from '../host/runner.ts';
+import { backingOf, switchBaseSteps } from './boot-overlay.ts';
+import { buildBase, lastBuiltBase } from './build.ts';
+import type { Context } from './context.ts';
+import { renderDomainXml } from './domain-xml.ts';
+import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
+import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from './identity-sync.ts';
+import { domainStateOrRefuse, stopForChange } from './running.ts';
+import { loadMachine } from './machine.ts';
+import { executePlan, type Step } from './plan.ts';
+import { vmPaths } from './vm-paths.ts';
+
+export interface UpgradeOptions {
+  build: boolean;
+  restart: boolean;
+  timeoutSeconds: number;
+}
+
+export async function upgradeVm(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const state = await domainStateOrRefuse(ctx, name);
+  if (!fs.existsSync(paths.var)) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
+  const running = state !== 'shut off';
+  if (running && !options.restart) {
+    throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
+  }
+  const written = ensureIdentity(ctx, machine.dir, name);
+  const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  const current = await backingOf(ctx.runner, paths.boot);
+  const baseChanges = current !== base;
+
+  if (running) await stopForChange(ctx, name, options.timeoutSeconds);
+  const sources = identitySources(machine.dir, ctx.runner.dryRun ? written.map((w) => w.name) : []);
+  let session: Session | undefined;
+  let sync: string[] = [];
+  let identityLine: string;
+  if (running && ctx.runner.dryRun) {
+    identityLine = 'not read (the VM is running; it is compared after the shutdown)';
+  } else {
+    session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
+    const diff = diffIdentity(sources, await readDiskIdentity(session));
+    identityLine = describeDiff(diff);
+    sync = isInSync(diff) ? [] : syncScript(sources, diff);
+  }
+  const placeholderId = ctx.runner.dryRun && written.some((w) => w.name === 'machine-id');
+  const xml = renderDomainXml(machine, placeholderId ? '0'.repeat(32) : machineIdFrom(machine.dir), paths, ctx.settings);
+  const xmlChanges = !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
+
+  ctx.say(`upgrade ${name}:`);
+  ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
+  ctx.say(`  identity: ${identityLine}`);
+  if (!baseChanges && sync.length === 0 && !xmlChanges) {
+    await session?.close();
+    ctx.say(`${name} is up to date: nothing changed`);
+    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    return;
+  }
+  if (session) {
+    if (sync.length > 0) await session.send(sync, { mutates: true });
+    await session.close();
+  }
+  const steps: Step[] = baseChanges ? switchBaseSteps(paths, base) : [];
+  steps.push(...redefineSteps(ctx, paths.xml, xml));
+  await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
+  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
+}
+
+function redefineSteps(ctx: Context, xmlPath: string, xml: string): Step[] {
+  return [
+    { kind: 'write', title: 'domain XML', path: xmlPath, content: xml },
+    { kind: 'run', title: 'redefine the domain (same uuid and MAC)', command: virshCommand(ctx.runner, ['define', xmlPath], true) },
+  ];
+}
+
+/** Puts the boot overlay back onto the previous base; the current one becomes the rollback target. */
+export async function rollbackVm(ctx: Context, name: string, options: { restart: boolean; timeoutSeconds: number }): Promise<void> {
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const state = await domainStateOrRefuse(ctx, name);
+  const previous = await backingOf(ctx.runner, paths.bootPrevious);
+  if (previous === undefined) throw new RefusedError(`${name} has no previous base to roll back to (no ${paths.bootPrevious})`);
+  if (!fs.existsSync(previous)) {
+    throw new RefusedError(`the previous base of ${name} is gone: ${previous}`, 'a base removed by hand (or by another tool) cannot be rolled back to');
+  }
+  const running = state !== 'shut off';
+  if (running && !options.restart) {
+    throw new RefusedError(`${name} is ${state}: rollback changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
+  }
+  const current = await backingOf(ctx.runner, paths.boot);
+  if (running) await stopForChange(ctx, name, options.timeoutSeconds);
+  ctx.say(`rollback ${name}:\n  base: ${current ?? '(no boot overlay)'} -> ${previous}`);
+  const xml = renderDomainXml(machine, machineIdFrom(machine.dir), paths, ctx.settings);
+  await executePlan(ctx.runner, { title: `rollback ${name}`, steps: [...switchBaseSteps(paths, previous), ...redefineSteps(ctx, paths.xml, xml)] }, ctx.say);
+  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  if (!ctx.runner.dryRun) ctx.say(`rolled back ${name}`);
+}
