@@ -11,6 +11,7 @@ import { registerXml } from './commands/xml.ts';
 import { registerUpgrade } from './commands/upgrade.ts';
 import { registerGc } from './commands/gc.ts';
 import { registerStatus } from './commands/status.ts';
+import { registerHost } from './commands/host.ts';
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
 import { Runner } from './host/runner.ts';
@@ -54,7 +55,7 @@ export function buildProgram(): Command {
     const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
     return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc]) {
+  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost]) {
     register(program, makeContext);
   }
   return program;

@@ -1,0 +1,21 @@
+// The few XML text helpers ivm needs for what virsh prints and what it defines (no XML library).
+
+/** Decodes the five predefined entities and numeric references of XML text. */
+export function xmlText(text: string): string {
+  return text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/g, (_, ref: string) => {
+    if (ref.startsWith('#x')) return String.fromCodePoint(parseInt(ref.slice(2), 16));
+    if (ref.startsWith('#')) return String.fromCodePoint(parseInt(ref.slice(1), 10));
+    return { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" }[ref as 'amp']!;
+  });
+}
+
+/** Escapes a value for XML text or an attribute in single or double quotes. */
+export function xmlEscape(value: string): string {
+  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+}
+
+/** The value of attribute `name` in a start tag's text, decoded. */
+export function xmlAttr(tag: string, name: string): string | undefined {
+  const match = new RegExp(`\\b${name}\\s*=\\s*(?:'([^']*)'|"([^"]*)")`).exec(tag);
+  return match ? xmlText(match[1] ?? match[2]!) : undefined;
+}
