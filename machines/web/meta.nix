@@ -1,0 +1,5 @@
+{
+  system = "x86_64-linux";
+  memory = 2048;
+  vcpus = 2;
+}

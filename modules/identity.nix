@@ -1,0 +1,114 @@
+# identity.nix: the VM's machine-id and hostname, from /var/identity, with nothing per-VM in the
+# image.
+#
+# Placeholder + bind mount: the image's /etc (immutable overlay, overlay-etc.nix) holds empty
+# /etc/machine-id and /etc/hostname files; the initrd binds the VM's own files over them, read-only,
+# right after it has mounted /var and /etc and before it switches to the real root. systemd of
+# the real root then reads both when it starts (machine_id_setup and hostname_setup run again
+# after switch-root), so it never makes a transient machine-id and the static hostname is the
+# VM's. networking.hostName is empty, so NixOS writes no hostname anywhere in the image.
+#
+# The files are "generated" ones: `ivm create` always writes them. The binds are nofail (with an
+# explicit Before=initrd-fs.target, which nofail would otherwise drop) so that a /var without
+# them still boots, with a transient machine-id and no hostname, and ivm-identity-check.service
+# fails and says which file is missing.
+#
+# Checked in sources: nixos/modules/tasks/filesystems.nix (neededForBoot entries go into the initrd
+# fstab, with "x-initrd.mount"); systemd's fstab-generator (bind sources of the sysroot fstab get
+# the /sysroot prefix in the initrd; x-systemd.before=); systemd src/core/main.c (after
+# switch-root the setup, including hostname_setup and machine_id_setup, runs again);
+# nixos/modules/system/boot/systemd/initrd.nix (the initrd's own /etc/hostname is
+# networking.hostName, empty here); nixos/modules/tasks/network-interfaces.nix (/etc/hostname is
+# only written when networking.hostName is not empty).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  ids = import ./identity-files.nix;
+  inherit (ids.roles) machineId hostname;
+  cfg = config.ivm.identity;
+
+  # An initrd bind mount of an identity file over its /etc placeholder.
+  bindIdentity = role: {
+    device = role.path;
+    fsType = "none";
+    options = [
+      "bind"
+      "ro"
+      "nofail"
+      "x-systemd.before=initrd-fs.target"
+    ];
+    neededForBoot = true;
+  };
+in
+{
+  imports = [
+    ./overlay-etc.nix
+    ./filesystem.nix
+  ];
+
+  options.ivm.identity = {
+    check.enable = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Check the identity files in /var/identity at every boot (ivm-identity-check.service): a
+        missing file that `ivm create` always writes fails the unit, a file whose mode differs
+        from identity-files.json is logged as a warning.
+      '';
+    };
+  };
+
+  config = {
+    # The hostname comes from the VM's identity only; a name here would be baked into the image.
+    networking.hostName = "";
+
+    # /etc/machine-id and /etc/hostname are systemd's paths (machine-id(5), hostname(5)).
+    environment.etc."machine-id" = {
+      text = "";
+      mode = machineId.mode;
+    };
+    environment.etc."hostname" = {
+      text = "";
+      mode = hostname.mode;
+    };
+
+    fileSystems."/etc/machine-id" = bindIdentity machineId;
+    fileSystems."/etc/hostname" = bindIdentity hostname;
+
+    systemd.services.ivm-identity-check = lib.mkIf cfg.check.enable {
+      description = "Check the VM's identity files in ${ids.dir}";
+      wantedBy = [ "multi-user.target" ];
+      unitConfig.RequiresMountsFor = [ ids.dir ];
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
+        status=0
+        check() { # path mode kind
+          if [ ! -e "$1" ]; then
+            if [ "$3" = generated ]; then
+              echo "<3>missing $1 (ivm create writes it)"
+              status=1
+            fi
+            return 0
+          fi
+          actual=$(stat -c %a "$1")
+          if [ "$((8#$actual))" != "$((8#$2))" ]; then
+            echo "<4>$1 has mode $actual, identity-files.json says $2"
+          fi
+        }
+        ${lib.concatMapStrings (
+          f:
+          "check ${lib.escapeShellArg f.path} ${lib.escapeShellArg f.mode} ${lib.escapeShellArg f.kind}\n"
+        ) ids.files}
+        exit "$status"
+      '';
+    };
+  };
+}

@@ -1,0 +1,65 @@
+# overlay-etc.nix: /etc on a read-only root.
+#
+# The choice, and why:
+#
+# 1. /etc cannot be set up by the classic activation script (setup-etc writes links into /etc on
+#    the root filesystem, which is read-only here), and a writable /etc would be per-VM state on
+#    the shared image. NixOS's /etc overlay builds /etc at build time instead: an erofs metadata
+#    image plus a store folder, mounted as an overlay on /sysroot/etc by the initrd.
+#    -> system.etc.overlay.enable = true.
+#
+# 2. The overlay needs systemd in the initrd (asserted in etc-activation.nix:
+#    "`system.etc.overlay.enable` requires `boot.initrd.systemd.enable`").
+#    -> boot.initrd.systemd.enable = true. Switchable systems also need a kernel >= 6.6 (asserted);
+#    25.05's default kernel is newer.
+#
+# 3. Mutable or immutable? A mutable overlay keeps its upper and work dirs in
+#    /sysroot/.rw-etc/{upper,work}, on the root filesystem (etc-activation.nix): impossible on a
+#    read-only root, and the directories are not configurable. So the overlay is immutable
+#    (mounted "ro").
+#    -> system.etc.overlay.mutable = false.
+#
+# 4. An immutable /etc cannot be written by the perl user/group script, and etc-activation.nix
+#    asserts "`!system.etc.overlay.mutable` requires `systemd.sysusers.enable` or
+#    `services.userborn.enable`". systemd-sysusers only makes system users; users.nix needs normal
+#    users (admin, user). userborn makes both and, with an immutable /etc, keeps passwd, group and
+#    shadow in /var/lib/nixos (its passwordFilesLocation default) and links them from /etc
+#    statically. /var is mounted in the initrd (filesystem.nix), before userborn.service runs in
+#    sysinit. -> services.userborn.enable = true (users.nix also sets users.mutableUsers = false).
+#
+# 5. The known trap, NixOS/nixpkgs#523878: with an immutable overlay there is no /etc/machine-id,
+#    systemd cannot create one (nor mount its transient one over it) on the read-only overlay, and
+#    the system does not boot. Later nixpkgs declares an empty 0444 /etc/machine-id in
+#    etc-activation.nix "as a target to bind mount an actually persistent machine-id onto"; 25.05
+#    does not, so it is declared here (mkDefault, like upstream). identity.nix binds the VM's own
+#    machine-id over it in the initrd, before systemd of the real root reads it; without
+#    identity.nix systemd mounts a transient id over the empty file. systemd-machine-id-commit
+#    keeps its upstream ConditionPathIsReadWrite=/etc and is skipped.
+#
+# 6. systemd-update-done.service writes /etc/.updated (and /var/.updated) after an update of /usr;
+#    on the read-only /etc it can only fail, and NixOS does not use the stamps: masked.
+#
+# Sources read (nixpkgs, NixOS 25.05 era, through the search tool): nixos/modules/system/etc/
+# etc-activation.nix and etc.nix (overlay mounts, assertions, machine-id placeholder in later
+# versions), nixos/modules/services/system/userborn.nix (passwordFilesLocation, assertions,
+# environment.etc links, tmpfiles home directories), nixos/modules/system/boot/systemd/initrd.nix
+# (initrd-nixos-activation runs prepare-root in /sysroot; the activation's exit status comes from
+# the last command of prepare-root, so a failing snippet is logged, not fatal).
+{ lib, ... }:
+{
+  config = {
+    boot.initrd.systemd.enable = true;
+
+    system.etc.overlay.enable = true;
+    system.etc.overlay.mutable = false;
+
+    services.userborn.enable = lib.mkDefault true;
+
+    environment.etc."machine-id" = lib.mkDefault {
+      text = "";
+      mode = "0444";
+    };
+
+    systemd.services.systemd-update-done.enable = false;
+  };
+}
