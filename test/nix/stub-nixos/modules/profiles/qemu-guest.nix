@@ -1,0 +1,2 @@
+# Test stand-in for nixpkgs' nixos/modules/profiles/qemu-guest.nix (base.nix imports it).
+{ }
