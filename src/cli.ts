@@ -12,6 +12,7 @@ import { registerUpgrade } from './commands/upgrade.ts';
 import { registerGc } from './commands/gc.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerHost } from './commands/host.ts';
+import { registerDoctor } from './commands/doctor.ts';
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
 import { Runner } from './host/runner.ts';
@@ -55,7 +56,7 @@ export function buildProgram(): Command {
     const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
     return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost]) {
+  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor]) {
     register(program, makeContext);
   }
   return program;

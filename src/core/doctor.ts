@@ -1,0 +1,383 @@
+// ivm doctor: every host requirement checked, each saying what it found and, when it fails, the one
+// command that fixes it. Only queries: nothing is changed, under --dry-run or not.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { IvmError, LibvirtUnreachableError, ToolMissingError } from '../errors.ts';
+import type { Runner } from '../host/runner.ts';
+import { shellLine } from '../host/shell-quote.ts';
+import { TOOLS, type ToolName } from '../host/tools.ts';
+import { virshCommand } from '../host/virsh.ts';
+import { backingChain } from '../host/qemu-img.ts';
+import { appArmorHost, appArmorState, type AppArmorHost } from './apparmor.ts';
+import { canonical, hiddenHomeFolder, isInside } from './base-dir.ts';
+import type { HostContext } from './host-context.ts';
+import { loadMachine } from './machine.ts';
+import { machineNames } from './project.ts';
+import { vmPaths } from './vm-paths.ts';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
+
+export interface Check {
+  id: string;
+  title: string;
+  status: CheckStatus;
+  /** What the check found, in words. */
+  found: string;
+  /** The one command (or edit) that fixes a failure or a warning. */
+  fix?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  mode: 'system' | 'session';
+  libvirtUri: string;
+  checks: Check[];
+}
+
+type Distro = 'debian' | 'fedora' | 'arch' | undefined;
+
+export function detectDistro(osRelease = '/etc/os-release'): Distro {
+  let text = '';
+  try {
+    text = fs.readFileSync(osRelease, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const ids = [/^ID=(.*)$/m.exec(text)?.[1], /^ID_LIKE=(.*)$/m.exec(text)?.[1]].join(' ').replace(/"/g, '').split(/\s+/);
+  if (ids.some((id) => ['debian', 'ubuntu'].includes(id))) return 'debian';
+  if (ids.some((id) => ['fedora', 'rhel', 'centos'].includes(id))) return 'fedora';
+  if (ids.some((id) => ['arch', 'manjaro'].includes(id))) return 'arch';
+  return undefined;
+}
+
+const asRoot = () => ((process.getuid?.() ?? 0) === 0 ? '' : 'sudo ');
+
+/** The install command for a package on this distribution (all three when unknown). */
+export function installCommand(packages: { debian: string; fedora: string; arch: string }, distro: Distro): string {
+  const root = asRoot();
+  const commands = {
+    debian: `${root}apt install ${packages.debian}`,
+    fedora: `${root}dnf install ${packages.fedora}`,
+    arch: `${root}pacman -S ${packages.arch}`,
+  };
+  return distro ? commands[distro] : `${commands.debian} (Fedora: ${commands.fedora}; Arch: ${commands.arch})`;
+}
+
+const VERSION_ARGS: Partial<Record<ToolName, string[]>> = {
+  nix: ['--version'],
+  'qemu-img': ['--version'],
+  guestfish: ['--version'],
+  virsh: ['--version'],
+  ssh: ['-V'],
+};
+
+async function toolCheck(runner: Runner, tool: ToolName, distro: Distro): Promise<Check> {
+  const spec = TOOLS[tool];
+  const base = { id: `tool-${tool}`, title: tool };
+  try {
+    const r = await runner.run({ tool, args: VERSION_ARGS[tool] ?? ['--version'], mutates: false });
+    const version = `${r.stdout}\n${r.stderr}`.trim().split('\n')[0]!.trim();
+    const command = shellLine(runner.argv({ tool, args: [], mutates: false }));
+    return { ...base, status: 'ok', found: command === spec.program ? version : `${version} (run as: ${command})` };
+  } catch (error) {
+    if (error instanceof ToolMissingError) {
+      return { ...base, status: 'fail', found: `${error.program}: not found`, fix: installCommand(spec.packages, distro) };
+    }
+    return { ...base, status: 'fail', found: (error as Error).message.split('\n')[0]!, fix: installCommand(spec.packages, distro) };
+  }
+}
+
+function kernelCheck(runner: Runner, distro: Distro): Check {
+  const base = { id: 'kernel', title: 'kernel for guestfish' };
+  const viaRoot = runner.settings.sudo.length > 0 || (process.getuid?.() ?? 0) === 0;
+  const explicit = process.env.SUPERMIN_KERNEL;
+  if (explicit) {
+    const ok = fs.existsSync(explicit) && (viaRoot || canRead(explicit));
+    return ok
+      ? { ...base, status: 'ok', found: `SUPERMIN_KERNEL=${explicit}` }
+      : { ...base, status: 'fail', found: `SUPERMIN_KERNEL=${explicit} is missing or unreadable`, fix: 'unset SUPERMIN_KERNEL, or point it at a readable kernel' };
+  }
+  let kernels: string[] = [];
+  try {
+    kernels = fs.readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).map((f) => path.join('/boot', f));
+  } catch {
+    // no /boot
+  }
+  const arch = os.arch() === 'arm64' ? 'arm64' : 'amd64';
+  const install = installCommand({ debian: `linux-image-${arch}`, fedora: 'kernel-core', arch: 'linux' }, distro);
+  if (kernels.length === 0) return { ...base, status: 'fail', found: 'no /boot/vmlinuz-*: supermin cannot make the appliance', fix: install };
+  const readable = kernels.filter((k) => viaRoot || canRead(k));
+  if (readable.length === 0) {
+    return { ...base, status: 'fail', found: `${kernels.join(', ')}: not readable by you (Ubuntu makes kernels 0600)`, fix: `sudo chmod 0644 /boot/vmlinuz-*` };
+  }
+  return { ...base, status: 'ok', found: readable.sort().reverse()[0]! };
+}
+
+function canRead(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function kvmCheck(ctx: HostContext): Promise<Check> {
+  const base = { id: 'kvm', title: '/dev/kvm' };
+  let usable = false;
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    usable = true;
+  } catch {
+    // missing or no permission
+  }
+  if (usable) return { ...base, status: 'ok', found: '/dev/kvm opens for reading and writing (virtType = "kvm")' };
+  const why = fs.existsSync('/dev/kvm') ? '/dev/kvm exists but you may not use it' : 'no /dev/kvm';
+  const needKvm: string[] = [];
+  if (ctx.project) {
+    for (const name of machineNames(ctx.project)) {
+      try {
+        if ((await loadMachine(ctx.runner, ctx.project, name)).meta.virtType === 'kvm') needKvm.push(name);
+      } catch {
+        // a broken meta.nix is reported by the commands that use it
+      }
+    }
+  }
+  if (needKvm.length === 0) return { ...base, status: 'warn', found: `${why}: VMs need virtType = "qemu" (TCG, slow)`, fix: 'set virtType = "qemu" in the machines\' meta.nix' };
+  return {
+    ...base,
+    status: 'fail',
+    found: `${why}, and ${needKvm.join(', ')} ${needKvm.length > 1 ? 'use' : 'uses'} virtType = "kvm"`,
+    fix: fs.existsSync('/dev/kvm')
+      ? `sudo usermod -aG kvm ${os.userInfo().username} (then log in again), or set virtType = "qemu" in machines/${needKvm[0]}/meta.nix`
+      : `set virtType = "qemu" in machines/${needKvm[0]}/meta.nix (no hardware virtualisation here)`,
+  };
+}
+
+async function libvirtCheck(runner: Runner, distro: Distro): Promise<Check> {
+  const base = { id: 'libvirt', title: 'libvirt' };
+  const session = runner.settings.mode === 'session';
+  try {
+    const r = await runner.run(virshCommand(runner, ['version'], false));
+    const library = /Using library: (.*)/.exec(r.stdout)?.[1]?.trim();
+    const hypervisor = /Running hypervisor: (.*)/.exec(r.stdout)?.[1]?.trim();
+    return { ...base, status: 'ok', found: `reachable at ${runner.settings.libvirtUri} (${[library, hypervisor].filter(Boolean).join(', ')})` };
+  } catch (error) {
+    if (error instanceof ToolMissingError) return { ...base, status: 'fail', found: `not checked: ${error.message}`, fix: installCommand(TOOLS.virsh.packages, distro) };
+    const detail = error instanceof LibvirtUnreachableError ? error.message : (error as Error).message.split('\n')[0]!;
+    return {
+      ...base,
+      status: 'fail',
+      found: detail,
+      fix: session
+        ? `${installCommand({ debian: 'libvirt-daemon', fedora: 'libvirt-daemon-kvm', arch: 'libvirt' }, distro)} (qemu:///session starts its daemon on demand)`
+        : fs.existsSync('/run/systemd/system')
+          ? 'sudo systemctl enable --now libvirtd'
+          : 'sudo libvirtd -d (no systemd here: start the daemon yourself), or set LIBVIRT_URI',
+    };
+  }
+}
+
+interface FirmwareDescriptor {
+  'interface-types'?: string[];
+  mapping?: { executable?: { filename?: string }; 'nvram-template'?: { filename?: string } };
+  targets?: { architecture?: string }[];
+  features?: string[];
+}
+
+function firmwareCheck(ctx: HostContext, distro: Distro): Check {
+  const base = { id: 'firmware', title: 'UEFI firmware (OVMF)' };
+  const fix = installCommand({ debian: 'ovmf', fedora: 'edk2-ovmf', arch: 'edk2-ovmf' }, distro);
+  const ovmf = ctx.settings.ovmf;
+  if (ovmf) {
+    const missing = [ovmf.code, ovmf.vars].filter((f) => !fs.existsSync(f));
+    return missing.length === 0
+      ? { ...base, status: 'ok', found: `OVMF_CODE=${ovmf.code}, OVMF_VARS=${ovmf.vars}` }
+      : { ...base, status: 'fail', found: `missing: ${missing.join(', ')}`, fix: `${fix}, or fix OVMF_CODE/OVMF_VARS` };
+  }
+  const dirs = ['/usr/share/qemu/firmware', '/etc/qemu/firmware', path.join(os.homedir(), '.config', 'qemu', 'firmware')];
+  for (const dir of dirs) {
+    let files: string[] = [];
+    try {
+      files = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+    } catch {
+      continue;
+    }
+    for (const file of files) {
+      let desc: FirmwareDescriptor;
+      try {
+        desc = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as FirmwareDescriptor;
+      } catch {
+        continue;
+      }
+      const code = desc.mapping?.executable?.filename;
+      if (
+        desc['interface-types']?.includes('uefi') &&
+        desc.targets?.some((t) => t.architecture === 'x86_64') &&
+        !desc.features?.includes('secure-boot') &&
+        code &&
+        fs.existsSync(code)
+      ) {
+        return { ...base, status: 'ok', found: `${path.join(dir, file)}: ${code} (no Secure Boot, as libvirt will pick it)` };
+      }
+    }
+  }
+  return { ...base, status: 'fail', found: 'no UEFI firmware without Secure Boot described in /usr/share/qemu/firmware', fix };
+}
+
+function modeOf(st: fs.Stats): string {
+  return (st.mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+function baseDirCheck(ctx: HostContext): Check {
+  const base = { id: 'base-dir', title: 'base-image folder' };
+  const dir = ctx.settings.baseDir;
+  const fix = 'ivm host setup --apply';
+  const session = ctx.settings.mode === 'session';
+  const owner = session ? (process.getuid?.() ?? 0) : 0;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    return { ...base, status: 'fail', found: `IVM_BASE_DIR=${dir} does not exist`, fix };
+  }
+  if (!st.isDirectory()) return { ...base, status: 'fail', found: `IVM_BASE_DIR=${dir} is not a folder`, fix: `remove ${dir}, then: ${fix}` };
+  const problems: string[] = [];
+  if (st.uid !== owner) problems.push(`owned by uid ${st.uid}, not ${session ? 'you' : 'root'}`);
+  if ((st.mode & 0o7777) !== 0o755) problems.push(`mode ${modeOf(st)}, not 0755`);
+  const images = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith('.'));
+  const writable = images.filter((e) => (fs.statSync(path.join(dir, e.name)).mode & 0o7777) !== 0o444).map((e) => e.name);
+  if (writable.length > 0) problems.push(`not 0444: ${writable.join(', ')}`);
+  if (problems.length > 0) return { ...base, status: 'fail', found: `${dir}: ${problems.join('; ')}`, fix };
+  return { ...base, status: 'ok', found: `${dir}: ${session ? 'yours' : 'root'}, 0755, ${images.length} image(s), all 0444` };
+}
+
+function appArmorCheck(ctx: HostContext, host: AppArmorHost): Check {
+  const base = { id: 'apparmor', title: 'AppArmor' };
+  if (ctx.settings.mode === 'session') return { ...base, status: 'skip', found: 'session mode: libvirt loads no per-VM AppArmor profile' };
+  const state = appArmorState(host, canonical(ctx.settings.baseDir));
+  if (!state.enabled) return { ...base, status: 'skip', found: `${state.enabledWhy}: no rule needed` };
+  if (state.problem || !state.target) {
+    return { ...base, status: 'fail', found: `enabled, but ${state.problem}`, fix: `add "include if exists <abstractions/libvirt-qemu.d>" to the libvirt-qemu abstraction (or reinstall libvirt's AppArmor files), then: ivm host setup --apply` };
+  }
+  if (!state.present) {
+    return {
+      ...base,
+      status: 'fail',
+      found: `enabled, and the rule for ${ctx.settings.baseDir} is ${state.current === undefined ? 'missing' : 'out of date'} in ${state.target.file}`,
+      fix: 'ivm host setup --apply',
+    };
+  }
+  return { ...base, status: 'ok', found: `enabled; the rule for ${ctx.settings.baseDir} is in ${state.target.file}` };
+}
+
+interface VmDisk {
+  vm: string;
+  overlay: string;
+  backing: string[];
+  files: string[];
+}
+
+async function vmDisks(ctx: HostContext): Promise<VmDisk[] | string> {
+  if (!ctx.project) return 'no ivm project here';
+  const disks: VmDisk[] = [];
+  for (const name of machineNames(ctx.project)) {
+    const paths = vmPaths(ctx.settings, ctx.project, name);
+    const files = [paths.boot, paths.var].filter((f) => fs.existsSync(f));
+    if (!fs.existsSync(paths.boot)) {
+      if (files.length > 0) disks.push({ vm: name, overlay: paths.boot, backing: [], files });
+      continue;
+    }
+    const chain = await backingChain(ctx.runner, paths.boot);
+    const backing = chain.slice(1).map((info) => info.filename);
+    disks.push({ vm: name, overlay: paths.boot, backing, files: [...files, ...backing] });
+  }
+  return disks;
+}
+
+function backingCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
+  const base = { id: 'backing-files', title: "VMs' backing files" };
+  if (typeof disks === 'string') return { ...base, status: 'skip', found: `${disks}: no VM to check` };
+  const withBase = disks.filter((d) => d.backing.length > 0);
+  const outside = withBase.flatMap((d) => d.backing.filter((b) => !isInside(ctx.settings.baseDir, b)).map((b) => ({ vm: d.vm, overlay: d.overlay, file: b })));
+  if (outside.length > 0) {
+    const first = outside[0]!;
+    return {
+      ...base,
+      status: 'fail',
+      found: outside.map((o) => `${o.vm}: backing file ${o.file} is outside IVM_BASE_DIR (${ctx.settings.baseDir})`).join('; '),
+      fix: `move it into IVM_BASE_DIR and point the overlay there: qemu-img rebase -u -F qcow2 -b ${path.join(ctx.settings.baseDir, path.basename(first.file))} ${first.overlay}`,
+    };
+  }
+  const noBase = disks.filter((d) => d.backing.length === 0 && fs.existsSync(d.overlay));
+  if (noBase.length > 0) {
+    return { ...base, status: 'warn', found: `${noBase.map((d) => d.vm).join(', ')}: boot disk without a backing file`, fix: `ivm destroy ${noBase[0]!.vm} && ivm create ${noBase[0]!.vm}` };
+  }
+  return { ...base, status: 'ok', found: withBase.length === 0 ? 'no VM disks yet' : `${withBase.length} VM(s), every backing file inside ${ctx.settings.baseDir}` };
+}
+
+function hiddenHomeCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
+  const base = { id: 'hidden-home', title: 'images outside hidden home folders' };
+  const places = [
+    { what: 'IVM_BASE_DIR', file: ctx.settings.baseDir },
+    { what: 'IVM_VM_DIR', file: ctx.settings.vmDir },
+    ...(typeof disks === 'string' ? [] : disks.flatMap((d) => d.files.map((file) => ({ what: d.vm, file })))),
+  ];
+  const hidden = places
+    .map((p) => ({ ...p, home: hiddenHomeFolder(canonical(p.file)) ?? hiddenHomeFolder(p.file) }))
+    .filter((p) => p.home !== undefined);
+  if (hidden.length === 0) return { ...base, status: 'ok', found: 'no disk image in a hidden folder under a home directory' };
+  const first = hidden[0]!;
+  const variable = first.what === 'IVM_VM_DIR' ? 'IVM_VM_DIR' : 'IVM_BASE_DIR';
+  return {
+    ...base,
+    status: 'fail',
+    found: `${hidden.map((h) => `${h.what}: ${h.file}`).join('; ')} ${hidden.length > 1 ? 'are' : 'is'} in a hidden folder under ${first.home} (AppArmor denies QEMU @{HOME}/.*)`,
+    fix: `export ${variable}=${path.join(first.home!, 'ivm', variable === 'IVM_VM_DIR' ? 'images' : 'base-images')} (a folder that is not hidden), move the images there and run: ivm host setup --apply`,
+  };
+}
+
+export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorHost()): Promise<DoctorReport> {
+  const distro = detectDistro();
+  const { runner, settings } = ctx;
+  const checks: Check[] = [];
+  checks.push({
+    id: 'mode',
+    title: 'mode',
+    status: 'ok',
+    found:
+      settings.mode === 'session'
+        ? `session (${settings.libvirtUri}): VMs run as you, no root and no sudo`
+        : `system (${settings.libvirtUri}): libvirtd as root${settings.sudo.length > 0 ? `, root commands through ${settings.sudo.join(' ')}` : ''}`,
+  });
+  for (const tool of ['nix', 'qemu-img', 'guestfish', 'virsh', 'ssh'] as const) checks.push(await toolCheck(runner, tool, distro));
+  checks.push(kernelCheck(runner, distro));
+  checks.push(await kvmCheck(ctx));
+  checks.push(await libvirtCheck(runner, distro));
+  checks.push(firmwareCheck(ctx, distro));
+  checks.push(baseDirCheck(ctx));
+  checks.push(appArmorCheck(ctx, host));
+  let disks: VmDisk[] | string;
+  try {
+    disks = await vmDisks(ctx);
+  } catch (error) {
+    disks = `VM disks not readable: ${error instanceof IvmError ? error.message.split('\n')[0] : String(error)}`;
+  }
+  checks.push(backingCheck(ctx, disks));
+  checks.push(hiddenHomeCheck(ctx, disks));
+  return { ok: checks.every((c) => c.status !== 'fail'), mode: settings.mode, libvirtUri: settings.libvirtUri, checks };
+}
+
+const LABEL: Record<CheckStatus, string> = { ok: 'ok', warn: 'warn', fail: 'FAIL', skip: 'skip' };
+
+export function formatDoctor(report: DoctorReport): string[] {
+  const lines: string[] = [];
+  for (const check of report.checks) {
+    lines.push(`${LABEL[check.status].padEnd(5)} ${check.title}: ${check.found}`);
+    if (check.fix && check.status !== 'ok' && check.status !== 'skip') lines.push(`      fix: ${check.fix}`);
+  }
+  const failed = report.checks.filter((c) => c.status === 'fail').length;
+  lines.push(failed === 0 ? 'everything ivm needs is here' : `${failed} check(s) failed`);
+  return lines;
+}
