@@ -55,7 +55,7 @@ in
       type = lib.types.bool;
       default = true;
       description = ''
-        Check the identity files in /var/identity at every boot (ivm-identity-check.service): a
+        Check the identity files in ${ids.dir} at every boot (ivm-identity-check.service): a
         missing file that `ivm create` always writes fails the unit, a file whose mode differs
         from identity-files.json is logged as a warning.
       '';
