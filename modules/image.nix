@@ -25,6 +25,14 @@
 # needs at boot: systemd cannot create a missing mount point on it. The image builder's own
 # activation makes some of them; listing them all does not depend on that.
 #
+# It also puts /etc/os-release and /etc/NIXOS in the root filesystem's own /etc, which the /etc
+# overlay hides at boot. They are for the boot loader installation in the build VM:
+# switch-to-configuration refuses to run ("This is not a NixOS installation!") without one of
+# them, and bootctl takes its entry token from os-release when there is no machine-id. Since
+# NixOS/nixpkgs#364239 (Dec 2024, in 25.05) the activation run by nixos-enter mounts the /etc
+# overlay itself, which provides both; whether the builder VM's kernel can mount it (loop, erofs,
+# overlay) was not verifiable here, so the image does not depend on it.
+#
 # The build runs in a QEMU VM (vmTools.runInLinuxVM): the building host needs the `kvm` system
 # feature, and builds for the host's own architecture.
 {
@@ -90,12 +98,21 @@ in
         (mountPoint "/root" "0700")
         (mountPoint "/tmp" "1777")
         (mountPoint "/srv" "0755")
-        (mountPoint "/etc" "0755")
         (mountPoint "/boot" "0755")
         (mountPoint "/proc" "0555")
         (mountPoint "/sys" "0555")
         (mountPoint "/dev" "0755")
         (mountPoint "/run" "0755")
+        {
+          source = config.environment.etc."os-release".source;
+          target = "/etc/os-release";
+          mode = "0444";
+        }
+        {
+          source = pkgs.writeText "NIXOS" "";
+          target = "/etc/NIXOS";
+          mode = "0444";
+        }
       ];
     };
   };

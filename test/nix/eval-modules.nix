@@ -24,6 +24,7 @@ let
     stdenv.hostPlatform.isAarch64 = false;
     coreutils = stubPackage "coreutils";
     emptyDirectory = stubPackage "empty-directory";
+    writeText = name: _text: stubPackage name;
   };
 
   # What the modules read from the configuration besides their own options.
@@ -32,6 +33,7 @@ let
       binsh = "/stub/bash/bin/sh";
       usrbinenv = "/stub/coreutils/bin/env";
       etc.hosts.source = "/stub/etc-hosts";
+      etc."os-release".source = "/stub/etc-os-release";
     };
     systemd.package = stubPackage "systemd";
     networking.firewall.enable = true;
