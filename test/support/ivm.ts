@@ -8,7 +8,9 @@ import { makeScratchDir } from './libvirt.ts';
 import { buildStandinImage, repoRoot, standinNix } from './standin.ts';
 
 export interface IvmResult {
+  /** -1 when ivm was killed by a signal (see `signal`). */
   exitCode: number;
+  signal?: string | undefined;
   stdout: string;
   stderr: string;
 }
@@ -55,7 +57,7 @@ export async function makeTestProject(prefix = 'ivm-e2e-'): Promise<TestProject>
         reject: false,
         stdin: 'ignore',
       });
-      return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
+      return { exitCode: result.exitCode ?? -1, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
     },
     addMachine(name, meta, files = {}) {
       const dir = path.join(root, 'machines', name);

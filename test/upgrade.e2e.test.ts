@@ -1,0 +1,200 @@
+// Day two, end to end with real qemu-img, guestfish and libvirt on stand-in bases "a" and "b":
+// upgrade keeps /var data byte for byte and resyncs identity in one guestfish session; rollback;
+// an upgrade killed at every step still leaves a bootable VM; gc; recreate; status.
+import { execa } from 'execa';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState } from './support/libvirt.ts';
+import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
+import { parseStandinLog } from './support/standin.ts';
+import { readVarFile, waitUntilUnused, writeVarFile } from './support/var-disk.ts';
+
+const NAME = 'e2e-up';
+const SENTINEL = '/home/user/data';
+
+describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
+  let project: TestProject;
+  let dir: string;
+  let boot: string;
+  let bootPrev: string;
+  let varDisk: string;
+  let baseA: string;
+  let baseB: string;
+  const sentinel = crypto.randomBytes(4096);
+
+  const backing = async (overlay: string) => {
+    const { stdout } = await execa('qemu-img', ['info', '--output=json', '-U', overlay]);
+    return JSON.parse(stdout)['backing-filename'] as string;
+  };
+  const guestfishLaunches = (stderr: string) => stderr.split('\n').filter((l) => /^\+ (\S+ )*guestfish .*\(session\)$|^\+ (\S+ )*guestfish --no-progress-bars <</.test(l)).length;
+  const bootAndRead = async () => {
+    const started = await project.ivm(['start', NAME]);
+    expect(started.exitCode, started.stderr).toBe(0);
+    await waitForState(NAME, 'shut off', 180_000);
+    return parseStandinLog(fs.readFileSync(path.join(project.vmDir, `${NAME}-serial.log`), 'utf8'));
+  };
+
+  beforeAll(async () => {
+    await ensureNetwork('default');
+    await cleanupDomain(NAME);
+    project = await makeTestProject('ivm-up-');
+    await project.useStandinBase('a');
+    dir = project.addMachine(NAME, testMeta(), {
+      'resolv.conf': 'nameserver 192.0.2.1\n',
+      admin_authorized_keys: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOld old@host\n',
+      hosts: '192.0.2.10 db\n',
+    });
+    const created = await project.ivm(['create', NAME]);
+    expect(created.exitCode, created.stderr).toBe(0);
+    boot = path.join(project.vmDir, `${NAME}-boot.qcow2`);
+    bootPrev = path.join(project.vmDir, `${NAME}-boot-prev.qcow2`);
+    varDisk = path.join(project.vmDir, `${NAME}-var.qcow2`);
+    baseA = await backing(boot);
+    await writeVarFile(varDisk, SENTINEL, sentinel);
+  });
+
+  afterAll(async () => {
+    await cleanupDomain(NAME);
+    await project?.remove();
+  });
+
+  it('refuses to upgrade a running VM without --restart, and changes nothing', async () => {
+    expect((await project.ivm(['start', NAME])).exitCode).toBe(0);
+    const refused = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build']);
+    expect(await domainState(NAME)).toBe('running');
+    expect(refused.exitCode).toBe(3);
+    expect(refused.stderr).toMatch(/is running: upgrade changes nothing while it runs\nhint: .*--restart/);
+    expect(guestfishLaunches(refused.stderr)).toBe(0);
+    await waitForState(NAME, 'shut off', 180_000);
+    expect(await backing(boot)).toBe(baseA);
+    expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+  });
+
+  it('--dry-run shows old base -> new base and the identity changes, and changes nothing', async () => {
+    fs.writeFileSync(path.join(dir, 'resolv.conf'), 'nameserver 192.0.2.2\n');
+    fs.writeFileSync(path.join(dir, 'admin_authorized_keys'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINew new@host\n');
+    fs.rmSync(path.join(dir, 'hosts'));
+    await project.useStandinBase('b');
+    const built = await project.ivm(['build', NAME]);
+    expect(built.exitCode, built.stderr).toBe(0);
+    baseB = built.stdout.trim();
+    const dry = await project.ivm(['--dry-run', 'upgrade', NAME, '--no-build']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain(`base: ${baseA} -> ${baseB}`);
+    expect(dry.stdout).toContain('identity: changed resolv.conf, admin_authorized_keys; removed hosts');
+    expect(dry.stdout).toContain('upload');
+    expect(await backing(boot)).toBe(baseA);
+    expect(fs.existsSync(bootPrev)).toBe(false);
+  });
+
+  it('upgrades in one guestfish session: new base, new identity, /var data intact, and it boots', async () => {
+    const up = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build']);
+    expect(up.exitCode, up.stderr).toBe(0);
+    expect(guestfishLaunches(up.stderr)).toBe(1);
+    expect(up.stderr).not.toMatch(/mkfs/);
+    expect(await backing(boot)).toBe(baseB);
+    expect(await backing(bootPrev)).toBe(baseA);
+    expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+    const log = await bootAndRead();
+    expect(log.complete).toBe(true);
+    expect(log.variant).toBe('b');
+    expect(log.files['resolv.conf']?.content).toBe('nameserver 192.0.2.2\n');
+    expect(log.files.admin_authorized_keys?.content).toContain('new@host');
+    expect(log.files.admin_authorized_keys?.modeOctal).toBe('0644');
+    expect(log.files.hosts).toBeUndefined();
+    expect(log.files['machine-id']?.content).toBe(fs.readFileSync(path.join(dir, 'machine-id'), 'utf8'));
+    expect(log.bootCount).toBe(2);
+    expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+  });
+
+  it('is idempotent: a second run changes nothing and says so', async () => {
+    const before = [fs.statSync(boot).mtimeMs, fs.statSync(path.join(project.root, 'libvirt', `${NAME}.xml`)).mtimeMs];
+    const again = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build']);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`${NAME} is up to date: nothing changed`);
+    expect(again.stdout).toContain('identity: in sync');
+    expect(guestfishLaunches(again.stderr)).toBe(1);
+    expect(again.stderr).not.toMatch(/^\+ (mv|ln|qemu-img create|virsh .* define)/m);
+    expect([fs.statSync(boot).mtimeMs, fs.statSync(path.join(project.root, 'libvirt', `${NAME}.xml`)).mtimeMs]).toEqual(before);
+  });
+
+  it('reports status: bases, disks and identity in sync', async () => {
+    const status = await project.ivm(['status', NAME, '--json']);
+    expect(status.exitCode, status.stderr).toBe(0);
+    const json = JSON.parse(status.stdout);
+    expect(json.state).toBe('shut off');
+    expect(json.base.path).toBe(baseB);
+    expect(json.rollbackBase.path).toBe(baseA);
+    expect(json.disks.var.virtualBytes).toBe(128 * 1024 * 1024);
+    expect(json.identity.sync).toBe('in sync');
+    expect(json.identity.files.map((f: { name: string }) => f.name)).not.toContain('hosts');
+  });
+
+  it('rolls back to the previous base, and boots on it', async () => {
+    const back = await project.ivm(['rollback', NAME]);
+    expect(back.exitCode, back.stderr).toBe(0);
+    expect(await backing(boot)).toBe(baseA);
+    expect(await backing(bootPrev)).toBe(baseB);
+    const log = await bootAndRead();
+    expect(log.variant).toBe('a');
+    expect(log.files['resolv.conf']?.content).toBe('nameserver 192.0.2.2\n');
+    expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+  });
+
+  it('an upgrade killed before each of its changes still leaves a VM on one of the two bases, /var intact', async () => {
+    // A new identity change each time, so that the guestfish write is one of the steps killed.
+    let completed = false;
+    for (let step = 1; step <= 10 && !completed; step++) {
+      fs.writeFileSync(path.join(dir, 'tcp_ports'), `${8000 + step}\n`);
+      const run = await project.ivm(['upgrade', NAME, '--no-build'], { IVM_FAULT_KILL_AT: String(step) });
+      completed = run.exitCode === 0;
+      if (!completed) expect(run.signal, `step ${step}: ${run.stderr}`).toBe('SIGKILL');
+      await waitUntilUnused(varDisk);
+      expect([baseA, baseB], `step ${step}`).toContain(await backing(boot));
+      await execa('qemu-img', ['check', '-U', boot]);
+      expect(await domainState(NAME), `step ${step}`).toBe('shut off');
+      expect(await readVarFile(varDisk, SENTINEL), `step ${step}`).toEqual(sentinel);
+    }
+    expect(completed).toBe(true);
+    expect(await backing(boot)).toBe(baseB);
+    const log = await bootAndRead();
+    expect(log.variant).toBe('b');
+    expect(log.files.tcp_ports?.content).toMatch(/^80\d\d\n$/);
+  });
+
+  it('gc removes only an unreferenced base, never one a foreign disk uses; a second gc removes nothing', async () => {
+    const orphan = path.join(project.baseDir, 'orphan-base.qcow2');
+    const foreignBase = path.join(project.baseDir, 'foreign-base.qcow2');
+    fs.copyFileSync(baseA, orphan);
+    fs.copyFileSync(baseA, foreignBase);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', foreignBase, '-F', 'qcow2', path.join(project.vmDir, 'not-ivm.img')]);
+    const dry = await project.ivm(['--dry-run', 'gc']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`would remove ${orphan} \\(\\d+ bytes\\)`));
+    expect(dry.stdout).toMatch(/would remove 1 base image\(s\), \d+ bytes freed/);
+    expect(fs.existsSync(orphan)).toBe(true);
+    const gc = await project.ivm(['gc']);
+    expect(gc.exitCode, gc.stderr).toBe(0);
+    expect(fs.existsSync(orphan)).toBe(false);
+    for (const kept of [baseA, baseB, foreignBase]) expect(fs.existsSync(kept), kept).toBe(true);
+    expect(gc.stdout).toContain(`kept ${foreignBase} (used by ${path.join(project.vmDir, 'not-ivm.img')})`);
+    const again = await project.ivm(['gc']);
+    expect(again.stdout).toContain('nothing to remove');
+  });
+
+  it('recreate needs --yes without a terminal; with it, /var starts afresh', async () => {
+    const refused = await project.ivm(['recreate', NAME, '--no-build']);
+    expect(refused.exitCode).toBe(3);
+    expect(refused.stderr).toMatch(/deletes its \/var disk .*: all of its data is lost; nothing was changed\nhint: add --yes/);
+    expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+    const fresh = await project.ivm(['recreate', NAME, '--no-build', '--yes']);
+    expect(fresh.exitCode, fresh.stderr).toBe(0);
+    expect(await readVarFile(varDisk, SENTINEL)).toBeUndefined();
+    expect((await readVarFile(varDisk, '/identity/machine-id'))?.toString()).toBe(fs.readFileSync(path.join(dir, 'machine-id'), 'utf8'));
+    expect(await backing(boot)).toBe(baseB);
+    expect(fs.existsSync(bootPrev)).toBe(false);
+    expect(await virsh(['domstate', NAME])).toContain('shut off');
+  });
+});
