@@ -36,8 +36,8 @@
 #    identity.nix systemd mounts a transient id over the empty file. systemd-machine-id-commit
 #    keeps its upstream ConditionPathIsReadWrite=/etc and is skipped.
 #
-# 6. systemd-update-done.service writes /etc/.updated (and /var/.updated) after an update of /usr;
-#    on the read-only /etc it can only fail, and NixOS does not use the stamps: masked.
+# 6. systemd-update-done.service stamps /etc/.updated and /var/.updated after an update of /usr;
+#    it cannot write the /etc stamp here, and NixOS updates nothing through those stamps: masked.
 #
 # Sources read (nixpkgs, NixOS 25.05 era, through the search tool): nixos/modules/system/etc/
 # etc-activation.nix and etc.nix (overlay mounts, assertions, machine-id placeholder in later
