@@ -1,5 +1,5 @@
 // npm run bench: `ivm create --no-build` of N machines (N = 1, 5, 20 by default; or the numbers
-// given as arguments), on the stand-in base with real qemu-img, guestfish and libvirt. Reports per
+// given as arguments or in BENCH_SIZES), on the stand-in base with real qemu-img, guestfish and libvirt. Reports per
 // VM: wall time, guestfish launches, virsh calls, and the bytes each VM adds beyond the shared base.
 // (The base comes from test/support/standin-nix, the stand-in for `nix build`: NixOS cannot be
 // built without the binary cache.)
@@ -8,7 +8,8 @@ import path from 'node:path';
 import { cleanupDomain, ensureNetwork } from '../test/support/libvirt.ts';
 import { makeTestProject, testMeta } from '../test/support/ivm.ts';
 
-const counts = process.argv.slice(2).map(Number).filter((n) => n > 0);
+// Sizes: arguments, or BENCH_SIZES="1 5" (npm run bench passes no arguments through).
+const counts = [...process.argv.slice(2), ...(process.env.BENCH_SIZES ?? '').split(/\s+/)].map(Number).filter((n) => n > 0);
 const sizes = counts.length > 0 ? counts : [1, 5, 20];
 
 function allocated(file: string): number {
