@@ -22,8 +22,11 @@
           }) systems
         );
 
-      # NixOS modules: nixosModules.<name> is modules/<name>.nix. (modules/identity-files.nix is a
-      # helper the identity modules import, not a module.)
+      # NixOS modules: nixosModules.<name> imports modules/<name>.nix. (modules/identity-files.nix
+      # is a helper the identity modules import, not a module.) Each output is an attribute set
+      # importing the file by path rather than the path itself, which `nix flake check` accepts in
+      # every Nix version, while the module system still counts a file imported twice (by
+      # nixosModules.default and by another module's `imports`) once.
       moduleNames = [
         "base"
         "filesystem"
@@ -39,10 +42,13 @@
         "users"
         "guest-agent"
       ];
+      modulePath = name: ./modules + "/${name}.nix";
       modules = builtins.listToAttrs (
         map (name: {
           inherit name;
-          value = ./modules + "/${name}.nix";
+          value = {
+            imports = [ (modulePath name) ];
+          };
         }) moduleNames
       );
 
@@ -172,7 +178,7 @@
     {
       nixosModules = modules // {
         default = {
-          imports = builtins.attrValues modules;
+          imports = map modulePath moduleNames;
         };
       };
 
