@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
 import { virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
+import { requireBaseInBaseDir } from './base-dir.ts';
 import { backingOf, switchBaseSteps } from './boot-overlay.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
@@ -32,6 +33,7 @@ export async function upgradeVm(ctx: Context, name: string, options: UpgradeOpti
   }
   const written = ensureIdentity(ctx, machine.dir, name);
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  requireBaseInBaseDir(ctx.settings, base);
   const current = await backingOf(ctx.runner, paths.boot);
   const baseChanges = current !== base;
 
@@ -89,6 +91,7 @@ export async function rollbackVm(ctx: Context, name: string, options: { restart:
   if (!fs.existsSync(previous)) {
     throw new RefusedError(`the previous base of ${name} is gone: ${previous}`, 'a base removed by hand (or by another tool) cannot be rolled back to');
   }
+  requireBaseInBaseDir(ctx.settings, previous);
   const running = state !== 'shut off';
   if (running && !options.restart) {
     throw new RefusedError(`${name} is ${state}: rollback changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
