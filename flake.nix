@@ -204,6 +204,7 @@
         default = {
           type = "app";
           program = "${self.packages.${system}.ivm}/bin/ivm";
+          meta.description = "The ivm CLI";
         };
       });
 

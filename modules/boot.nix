@@ -15,7 +15,8 @@
 #   read-only ESP. Both are masked (`enable = false` makes NixOS link the unit to /dev/null).
 #   Without a system token EFI variable (never written, see above) systemd-boot does not use the
 #   seed file the installer may leave on the shared ESP, so VMs cannot share a seed.
-# - nixos/modules/system/boot/grow-partition.nix: boot.growPartition (off, in filesystem.nix).
+# - nixos/modules/system/boot/grow-partition.nix: boot.growPartition grows the partition of / at
+#   boot (growpart); the qemu-efi image variant turns it on by default. Off: / is read-only.
 # - Secure Boot: NixOS's systemd-boot is unsigned; the host must give firmware without Secure
 #   Boot (the CLI's domain XML does).
 {
@@ -53,6 +54,8 @@ in
       "console=tty0"
       serialConsole
     ];
+
+    boot.growPartition = false;
 
     # Writers to the ESP at boot.
     systemd.services.systemd-boot-random-seed.enable = false;

@@ -24,8 +24,8 @@
 # - nixos/lib/make-disk-image.nix: root ext4 labelled by its `label` argument (default "nixos"),
 #   ESP made with `mkfs.vfat -n ESP`. image.nix passes `ivm.filesystem.rootLabel` as `label`.
 # - nixos/modules/virtualisation/disk-image.nix (the qemu-efi image variant) replaces ALL of
-#   fileSystems with lib.mkImageMediaOverride and sets boot.growPartition = mkDefault true; this
-#   is why image.nix calls make-disk-image itself instead (see its header).
+#   fileSystems with lib.mkImageMediaOverride; this is why image.nix calls make-disk-image itself
+#   instead (see its header).
 # - nixos/modules/system/activation/activation-script.nix and config/shells-environment.nix:
 #   the `usrbinenv` and `binsh` activation snippets re-create /usr/bin/env and /bin/sh on every
 #   activation; on a read-only root they fail (logged, boot goes on). They are replaced below by
@@ -126,9 +126,6 @@ in
 
     boot.tmp.useTmpfs = lib.mkDefault true;
     boot.tmp.tmpfsSize = lib.mkDefault cfg.tmpfsSize;
-
-    # Only / could be grown by growpart, and / is read-only.
-    boot.growPartition = false;
 
     # The bind sources must exist before /home and /root are mounted; `ivm create` makes them, this
     # keeps a /var made some other way bootable (modes from identity-files.json).

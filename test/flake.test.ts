@@ -252,7 +252,6 @@ describe('modules (evaluated with a stand-in lib and config)', () => {
     expect(get(fsys, '/home')).toEqual({ device: '/var/home', fsType: 'none', options: ['bind'] });
     expect(get(fsys, '/root')).toEqual({ device: '/var/root', fsType: 'none', options: ['bind'] });
     expect(cfg('filesystem', 'boot', 'tmp', 'useTmpfs')).toBe(true);
-    expect(cfg('filesystem', 'boot', 'growPartition')).toBe(false);
   });
 
   it('identity: machine-id and hostname bound from /var/identity in the initrd; no hostname in the image', () => {
@@ -265,10 +264,11 @@ describe('modules (evaluated with a stand-in lib and config)', () => {
     expect(cfg('identity', 'networking', 'hostName')).toBe('');
   });
 
-  it('boot: systemd-boot, EFI variables untouched, ESP writers masked', () => {
+  it('boot: systemd-boot, EFI variables untouched, ESP writers masked, no growpart', () => {
     expect(cfg('boot', 'boot', 'loader', 'systemd-boot', 'enable')).toBe(true);
     expect(cfg('boot', 'boot', 'loader', 'efi', 'canTouchEfiVariables')).toBe(false);
     expect(cfg('boot', 'systemd', 'services', 'systemd-boot-random-seed', 'enable')).toBe(false);
+    expect(cfg('boot', 'boot', 'growPartition')).toBe(false);
   });
 
   it('overlay-etc: immutable /etc overlay, systemd initrd, userborn, machine-id placeholder', () => {
