@@ -1,0 +1,58 @@
+// The Justfile: `just` lists the recipes and variables; a recipe is a thin call of ivm that honours
+// the override variables; `just create-vm web` works on this repository's own machines (shown with
+// --dry-run, which still evaluates machines/web/meta.nix with the real nix and asks libvirt).
+import { execa } from 'execa';
+import fs from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ensureLibvirt } from './support/libvirt.ts';
+import { repoRoot, standinNix } from './support/standin.ts';
+
+const just = path.join(repoRoot, 'node_modules', '.bin', 'just');
+
+async function runJust(args: string[], env: Record<string, string> = {}) {
+  return execa(just, ['--justfile', path.join(repoRoot, 'Justfile'), ...args], {
+    cwd: repoRoot,
+    env: { IVM_BASE_DIR: '/nonexistent/ivm-base', IVM_VM_DIR: '/nonexistent/ivm-images', ...env },
+    reject: false,
+  });
+}
+
+describe('Justfile', () => {
+  beforeAll(async () => {
+    await ensureLibvirt();
+  });
+
+  it('lists the recipes and the variables with their defaults when given no recipe', async () => {
+    const result = await runJust([], { SUDO: '' });
+    expect(result.exitCode, result.stderr).toBe(0);
+    for (const recipe of ['build', 'build-libvirt-xml', 'create-vm name', 'define-vm name', 'start-vm name', 'list', 'stop-vm', 'destroy-vm', 'console']) {
+      expect(result.stdout).toContain(recipe);
+    }
+    for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {
+      expect(result.stdout).toMatch(new RegExp(`^${variable} +:= `, 'm'));
+    }
+    expect(result.stdout).toMatch(/^LIBVIRT_URI +:= "qemu:\/\/\/system"$/m);
+  });
+
+  it('create-vm web plans the whole creation on a fresh checkout, touching nothing', async () => {
+    const before = fs.readdirSync(path.join(repoRoot, 'machines', 'web')).sort();
+    const result = await runJust(['create-vm', 'web', '--dry-run'], { NIX: standinNix, IVM_STANDIN_OUT: '/nonexistent' });
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`build --extra-experimental-features 'nix-command flakes' '${repoRoot}#nixosConfigurations.web.config.system.build.ivmImage'`);
+    expect(result.stdout).toContain('qemu-img create -q -f qcow2 -b');
+    expect(result.stdout).toContain('/nonexistent/ivm-images/web-var.qcow2 20G');
+    expect(result.stdout).toContain('upload');
+    expect(result.stdout).toMatch(/virsh -c qemu:\/\/\/system define .*libvirt\/web\.xml/);
+    expect(fs.readdirSync(path.join(repoRoot, 'machines', 'web')).sort()).toEqual(before);
+  });
+
+  it('passes HOST_CMD and the tool variables through to every command', async () => {
+    const result = await runJust(['list'], { HOST_CMD: 'env', SUDO: '', VIRSH: '' });
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/^web +\S/m);
+    const verbose = await runJust(['create-vm', 'web', '--dry-run', '--verbose'], { HOST_CMD: 'env', SUDO: '', NIX: '', VIRSH: '' });
+    expect(verbose.stderr).toMatch(/^\+ env nix eval /m);
+    expect(verbose.stderr).toMatch(/^\+ env virsh -c qemu:\/\/\/system list --all$/m);
+  });
+});
