@@ -8,6 +8,7 @@ import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
+import { reserveMachineAddress } from './net.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
@@ -35,6 +36,7 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
   const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name));
   requireBaseInBaseDir(ctx.settings, base);
+  await reserveMachineAddress(ctx, machine);
   const plan = createPlan(ctx, machine, base, paths, pending);
   await executePlan(ctx.runner, plan, ctx.say);
   if (ctx.runner.dryRun) {

@@ -31,5 +31,7 @@ export function renderDomainXml(machine: Machine, machineId: string, paths: VmPa
     serialLog: paths.serialLog,
     network: machine.meta.network,
     bridge: machine.meta.bridge,
+    // Session mode cannot use libvirt's virtual networks (they need root): user-mode networking instead.
+    userNet: settings.mode === 'session' && machine.meta.bridge === undefined,
   });
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { BadInputError } from '../errors.ts';
 import { evalJsonFile } from '../host/nix.ts';
 import type { Runner } from '../host/runner.ts';
+import { parseIpv4 } from './cidr.ts';
 import { validateMachineName } from './names.ts';
 import { machineNames, type Project } from './project.ts';
 
@@ -22,6 +23,8 @@ export interface MachineMeta {
   network: string | undefined;
   bridge: string | undefined;
   virtType: 'kvm' | 'qemu';
+  /** A static IPv4 address on `network`: made a DHCP host reservation for the VM's MAC. */
+  ipAddress: string | undefined;
 }
 
 export interface Machine {
@@ -32,7 +35,7 @@ export interface Machine {
 }
 
 const DEFAULTS = { memory: 2048, vcpus: 2, varSize: '20G', virtType: 'kvm' as const };
-const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType'];
+const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress'];
 const SIZE = /^([1-9][0-9]*)([KMGT]?)$/;
 const MIN_VAR_BYTES = 64 * 1024 * 1024;
 
@@ -79,6 +82,13 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
   const bridge = name('bridge');
   const network = name('network');
   if (bridge !== undefined && network !== undefined) fail('set `network` or `bridge`, not both');
+  const ipAddress = meta.ipAddress;
+  if (ipAddress !== undefined && (typeof ipAddress !== 'string' || parseIpv4(ipAddress) === undefined)) {
+    fail(`\`ipAddress\` must be an IPv4 address like "192.168.100.10", not ${JSON.stringify(ipAddress)}`);
+  }
+  if (ipAddress !== undefined && bridge !== undefined) {
+    fail("`ipAddress` is a DHCP reservation on a libvirt network; with `bridge` the LAN's DHCP server decides the address");
+  }
 
   return {
     system: system as System,
@@ -88,6 +98,7 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
     network: bridge === undefined ? (network ?? 'default') : undefined,
     bridge,
     virtType: virtType as 'kvm' | 'qemu',
+    ipAddress: ipAddress as string | undefined,
   };
 }
 
