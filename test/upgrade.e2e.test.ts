@@ -197,4 +197,29 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     expect(fs.existsSync(bootPrev)).toBe(false);
     expect(await virsh(['domstate', NAME])).toContain('shut off');
   });
+
+  it('stop waits for a graceful shutdown and says when it does not come; --force powers off', async () => {
+    expect((await project.ivm(['start', NAME])).exitCode).toBe(0);
+    // The stand-in guest ignores the ACPI power button, so a graceful stop cannot finish in 1 s.
+    const slow = await project.ivm(['stop', NAME, '--timeout', '1']);
+    expect(slow.exitCode).toBe(1);
+    expect(slow.stderr).toMatch(/did not shut down within 1 s\nhint: .*ivm stop --force/);
+    const forced = await project.ivm(['stop', '--force', NAME]);
+    expect(forced.exitCode, forced.stderr).toBe(0);
+    expect(await domainState(NAME)).toBe('shut off');
+  });
+
+  it('upgrade --restart shuts a running VM down, upgrades it and starts it again', async () => {
+    fs.writeFileSync(path.join(dir, 'udp_ports'), '5353\n');
+    expect((await project.ivm(['start', NAME])).exitCode).toBe(0);
+    // The stand-in powers itself off after its report; the shutdown wait covers that.
+    const up = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build', '--restart', '--timeout', '120']);
+    expect(up.exitCode, up.stderr).toBe(0);
+    expect(up.stdout).toContain('identity: added udp_ports');
+    expect(up.stdout).toContain(`upgraded ${NAME} and started it again`);
+    expect(up.stderr).toMatch(/virsh -c \S+ shutdown e2e-up[\s\S]*guestfish[\s\S]*virsh -c \S+ start e2e-up/);
+    await waitForState(NAME, 'shut off', 180_000);
+    const log = parseStandinLog(fs.readFileSync(path.join(project.vmDir, `${NAME}-serial.log`), 'utf8'));
+    expect(log.files.udp_ports?.content).toBe('5353\n');
+  });
 });
