@@ -108,4 +108,35 @@ describe('runner execution (real processes)', () => {
       process.env.PATH = saved;
     }
   });
+
+  describe('sessions (one process, several batches; /bin/sh stands in for guestfish: same line protocol)', () => {
+    it('answers each batch, prints change batches under --dry-run, and reports how the program ended', async () => {
+      const { r, printed, echoed } = runner({ GUESTFISH: '/bin/sh' }, { dryRun: true });
+      const session = r.startSession({ tool: 'guestfish', args: [], mutates: false });
+      expect(await session.send(['echo one', 'echo two'])).toBe('one\ntwo\n');
+      expect(await session.send(['touch /nonexistent/never'], { mutates: true })).toBe('');
+      expect(printed).toEqual([`/bin/sh <<'IVM_EOF'\ntouch /nonexistent/never\nIVM_EOF`]);
+      expect(echoed).toEqual(['/bin/sh (session)', 'guestfish> echo one', 'guestfish> echo two']);
+      expect(await session.send(['echo three'])).toBe('three\n');
+      await session.close();
+
+      const failing = runner({ GUESTFISH: '/bin/sh' }).r.startSession({ tool: 'guestfish', args: [], mutates: false });
+      const error = await failing.send(['echo oops >&2', 'exit 3']).catch((e) => e);
+      expect(error).toBeInstanceOf(CommandFailedError);
+      expect(error.message).toBe('command failed (exit 3): /bin/sh\n  oops');
+    });
+
+    it('says which package provides a missing program', async () => {
+      const saved = process.env.PATH;
+      process.env.PATH = '/nonexistent';
+      try {
+        const session = runner({}).r.startSession({ tool: 'guestfish', args: [], mutates: false });
+        const error = await session.send(['run']).catch((e) => e);
+        expect(error).toBeInstanceOf(ToolMissingError);
+        expect(error.hint).toContain('apt install libguestfs-tools');
+      } finally {
+        process.env.PATH = saved;
+      }
+    });
+  });
 });

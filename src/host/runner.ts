@@ -188,6 +188,8 @@ export class Session {
     private readonly command: Command,
     private readonly child: Child,
   ) {
+    // A program that died early closes its input: the failure is reported from its exit, not as EPIPE.
+    child.stdin?.on('error', () => undefined);
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (chunk: string) => {
       this.output += chunk;
@@ -195,6 +197,8 @@ export class Session {
     this.done = (child as unknown as Promise<{ exitCode?: number; stderr?: unknown }>).then(
       (result) => {
         this.exited = true;
+        const outcome = result as { failed?: boolean; exitCode?: number };
+        if (outcome.failed && outcome.exitCode === undefined) this.spawnError = result as unknown as Error;
         return result;
       },
       (error: Error) => {
