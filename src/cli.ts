@@ -14,6 +14,7 @@ import { registerStatus } from './commands/status.ts';
 import { registerHost } from './commands/host.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerNet } from './commands/net.ts';
+import { registerAddress } from './commands/address.ts';
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
 import { Runner } from './host/runner.ts';
@@ -57,7 +58,7 @@ export function buildProgram(): Command {
     const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
     return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet]) {
+  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress]) {
     register(program, makeContext);
   }
   return program;
