@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupDomain, ensureNetwork, waitForState } from './support/libvirt.ts';
+import { cleanupDomain, domainState, ensureNetwork, waitForState } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
@@ -153,6 +153,16 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     const refused = await project.ivm(['create', NAME, '--no-build']);
     expect(refused.exitCode).toBe(3);
     expect(refused.stderr).toContain('survives `ivm destroy`');
+    expect(await sha256File(varDisk)).toBe(varSha);
+
+    expect(refused.stderr).toContain(`ivm upgrade ${NAME}`);
+
+    // upgrade brings it back on the same /var: defined again, same uuid, data untouched
+    const back = await project.ivm(['upgrade', NAME, '--no-build']);
+    expect(back.exitCode, back.stderr).toBe(0);
+    expect(back.stdout).toContain('domain: not defined; it will be defined again on this /var disk');
+    expect(back.stdout).toContain('identity: in sync');
+    expect(await domainState(NAME)).toBe('shut off');
     expect(await sha256File(varDisk)).toBe(varSha);
 
     const gone = await project.ivm(['destroy', '--delete-var', NAME]);

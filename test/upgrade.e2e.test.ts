@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
-import { parseStandinLog } from './support/standin.ts';
+import { parseStandinLog, sha256File } from './support/standin.ts';
 import { readVarFile, waitUntilUnused, writeVarFile } from './support/var-disk.ts';
 
 const NAME = 'e2e-up';
@@ -111,6 +111,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
 
   it('is idempotent: a second run changes nothing and says so', async () => {
     const before = [fs.statSync(boot).mtimeMs, fs.statSync(path.join(project.root, 'libvirt', `${NAME}.xml`)).mtimeMs];
+    const varSha = await sha256File(varDisk);
     const again = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build']);
     expect(again.exitCode, again.stderr).toBe(0);
     expect(again.stdout).toContain(`${NAME} is up to date: nothing changed`);
@@ -118,6 +119,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     expect(guestfishLaunches(again.stderr)).toBe(1);
     expect(again.stderr).not.toMatch(/^\+ (mv|ln|qemu-img create|virsh .* define)/m);
     expect([fs.statSync(boot).mtimeMs, fs.statSync(path.join(project.root, 'libvirt', `${NAME}.xml`)).mtimeMs]).toEqual(before);
+    expect(await sha256File(varDisk)).toBe(varSha); // not even a mount count changed
   });
 
   it('reports status: bases, disks and identity in sync', async () => {

@@ -58,7 +58,7 @@ async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promi
     throw new RefusedError(
       `${name} already exists, nothing was changed:\n${conflicts.map((c) => `  ${c}`).join('\n')}`,
       fs.existsSync(paths.var) && !domains.has(name)
-        ? `a /var disk survives \`ivm destroy\`; to start over, remove it yourself (its data is lost): rm ${paths.var}`
+        ? `a /var disk survives \`ivm destroy\`: bring the VM back on it with \`ivm upgrade ${name}\`, or start afresh with \`ivm recreate ${name}\` (its data is lost)`
         : `to remove the VM: ivm destroy ${name} (keeps its /var disk)`,
     );
   }

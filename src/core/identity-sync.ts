@@ -42,7 +42,7 @@ export function describeDiff(diff: IdentityDiff): string {
   return parts.join('; ');
 }
 
-/** Opens the /var disk in one guestfish launch and mounts its filesystem (read-only unless write). */
+/** Opens the /var disk in one guestfish launch (the drive writable only with write) and mounts it. */
 export async function openVarDisk(runner: Runner, varDisk: string, options: { write: boolean }): Promise<Session> {
   const session = runner.startSession(guestfishSessionCommand());
   const label = await session.send([
@@ -54,8 +54,15 @@ export async function openVarDisk(runner: Runner, varDisk: string, options: { wr
     await session.close().catch(() => undefined);
     throw new RefusedError(`${varDisk} does not hold the ivm /var filesystem (label ${JSON.stringify(label.trim())}, not ${VAR_LABEL})`);
   }
-  await session.send([fishLine(options.write ? 'mount' : 'mount-ro', '/dev/sda', '/')]);
+  // Mounted read-only even when the drive may be written: a run that changes nothing leaves the
+  // filesystem (mount count, times) as it was. remountWritable() switches before the first change.
+  await session.send([fishLine('mount-ro', '/dev/sda', '/')]);
   return session;
+}
+
+/** Remounts the /var filesystem read-write (the drive must have been opened with write: true). */
+export function remountWritable(): string[] {
+  return [fishLine('umount', '/'), fishLine('mount', '/dev/sda', '/')];
 }
 
 const DIR_MODE = VAR_DIRS.find((dir) => dir.path === VAR_IDENTITY_DIR)?.mode ?? '0755';
@@ -119,6 +126,6 @@ export function syncScript(sources: IdentitySource[], diff: IdentityDiff): strin
       lines.push(fishLine('chown', '0', '0', target), fishLine('chmod', source.mode, target));
     }
   }
-  if (lines.length > 0) lines.push('sync');
+  if (lines.length > 0) return [...remountWritable(), ...lines, 'sync'];
   return lines;
 }

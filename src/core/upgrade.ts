@@ -2,7 +2,7 @@
 // Its /var data is never touched: only /identity on the /var filesystem changes.
 import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
-import { virshCommand } from '../host/virsh.ts';
+import { domainState, virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
 import { backingOf, switchBaseSteps } from './boot-overlay.ts';
@@ -25,9 +25,10 @@ export interface UpgradeOptions {
 export async function upgradeVm(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  const state = await domainStateOrRefuse(ctx, name);
+  // A VM destroyed with its /var kept has no domain: upgrade brings it back on that /var.
+  const state = (await domainState(ctx.runner, name)) ?? 'undefined';
   if (!fs.existsSync(paths.var)) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
-  const running = state !== 'shut off';
+  const running = state !== 'shut off' && state !== 'undefined';
   if (running && !options.restart) {
     throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
   }
@@ -52,11 +53,12 @@ export async function upgradeVm(ctx: Context, name: string, options: UpgradeOpti
   }
   const placeholderId = ctx.runner.dryRun && written.some((w) => w.name === 'machine-id');
   const xml = renderDomainXml(machine, placeholderId ? '0'.repeat(32) : machineIdFrom(machine.dir), paths, ctx.settings);
-  const xmlChanges = !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
+  const xmlChanges = state === 'undefined' || !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
 
   ctx.say(`upgrade ${name}:`);
   ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
   ctx.say(`  identity: ${identityLine}`);
+  if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
   if (!baseChanges && sync.length === 0 && !xmlChanges) {
     await session?.close();
     ctx.say(`${name} is up to date: nothing changed`);
