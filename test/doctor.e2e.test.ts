@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirt } from './support/libvirt.ts';
+import { ensureNetwork } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import type { DoctorReport } from '../src/core/doctor.ts';
 
@@ -29,7 +29,7 @@ describe('ivm doctor', () => {
   const failed = (report: DoctorReport) => report.checks.filter((c) => c.status === 'fail').map((c) => c.id);
 
   beforeAll(async () => {
-    await ensureLibvirt();
+    await ensureNetwork('default');
     project = await makeTestProject('ivm-doctor-');
     fs.mkdirSync(project.baseDir, { mode: 0o755 });
     fs.mkdirSync(project.vmDir, { mode: 0o711 });
@@ -51,7 +51,7 @@ describe('ivm doctor', () => {
     expect(report.ok).toBe(true);
     expect(report.mode).toBe('system');
     const ids = report.checks.map((c) => c.id);
-    for (const id of ['mode', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home']) {
+    for (const id of ['mode', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home', 'networks', 'disk-type']) {
       expect(ids).toContain(id);
     }
     expect(stdout).toMatch(/^ok\s+qemu-img: qemu-img version \d/m);
@@ -160,6 +160,18 @@ describe('ivm doctor', () => {
     expect(exitCode).toBe(4);
     expect(failed(report)).toEqual(['kernel']);
     expect(stdout).toContain('SUPERMIN_KERNEL=/nonexistent/vmlinuz is missing or unreadable');
+  });
+
+  it("a machine whose network does not exist", async () => {
+    project.addMachine('lost', testMeta('ivmt-no-such-net'));
+    try {
+      const { exitCode, stdout, report } = await doctor();
+      expect(exitCode).toBe(4);
+      expect(failed(report)).toEqual(['networks']);
+      expect(stdout).toMatch(/^FAIL\s+machines' networks: lost: network ivmt-no-such-net does not exist\n\s+fix: ivm net create ivmt-no-such-net --kind nat --cidr /m);
+    } finally {
+      fs.rmSync(path.join(project.root, 'machines', 'lost'), { recursive: true });
+    }
   });
 
   it('a base-image folder that breaks the contract', async () => {

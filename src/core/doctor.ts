@@ -12,7 +12,8 @@ import { backingChain } from '../host/qemu-img.ts';
 import { appArmorHost, appArmorState, type AppArmorHost } from './apparmor.ts';
 import { canonical, hiddenHomeFolder, isInside } from './base-dir.ts';
 import type { HostContext } from './host-context.ts';
-import { loadMachine } from './machine.ts';
+import { loadMachine, type Machine } from './machine.ts';
+import { networkInfo } from './net.ts';
 import { machineNames } from './project.ts';
 import { vmPaths } from './vm-paths.ts';
 
@@ -123,7 +124,21 @@ function canRead(file: string): boolean {
   }
 }
 
-async function kvmCheck(ctx: HostContext): Promise<Check> {
+/** The project's machines whose meta.nix evaluates (a broken one is reported by the commands that use it). */
+async function loadMachines(ctx: HostContext): Promise<Machine[]> {
+  const machines: Machine[] = [];
+  if (!ctx.project) return machines;
+  for (const name of machineNames(ctx.project)) {
+    try {
+      machines.push(await loadMachine(ctx.runner, ctx.project, name));
+    } catch (error) {
+      if (!(error instanceof IvmError)) throw error;
+    }
+  }
+  return machines;
+}
+
+async function kvmCheck(ctx: HostContext, machines: Machine[]): Promise<Check> {
   const base = { id: 'kvm', title: '/dev/kvm' };
   let usable = false;
   try {
@@ -134,16 +149,7 @@ async function kvmCheck(ctx: HostContext): Promise<Check> {
   }
   if (usable) return { ...base, status: 'ok', found: '/dev/kvm opens for reading and writing (virtType = "kvm")' };
   const why = fs.existsSync('/dev/kvm') ? '/dev/kvm exists but you may not use it' : 'no /dev/kvm';
-  const needKvm: string[] = [];
-  if (ctx.project) {
-    for (const name of machineNames(ctx.project)) {
-      try {
-        if ((await loadMachine(ctx.runner, ctx.project, name)).meta.virtType === 'kvm') needKvm.push(name);
-      } catch {
-        // a broken meta.nix is reported by the commands that use it
-      }
-    }
-  }
+  const needKvm = machines.filter((m) => m.meta.virtType === 'kvm').map((m) => m.name);
   if (needKvm.length === 0) return { ...base, status: 'warn', found: `${why}: VMs need virtType = "qemu" (TCG, slow)`, fix: 'set virtType = "qemu" in the machines\' meta.nix' };
   return {
     ...base,
@@ -338,6 +344,52 @@ function hiddenHomeCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
   };
 }
 
+async function networksCheck(ctx: HostContext, machines: Machine[], libvirtOk: boolean): Promise<Check> {
+  const base = { id: 'networks', title: "machines' networks" };
+  if (!ctx.project) return { ...base, status: 'skip', found: 'no ivm project here' };
+  if (ctx.settings.mode === 'session') return { ...base, status: 'skip', found: 'session mode: machines on a network use user-mode networking; bridges go through qemu-bridge-helper' };
+  if (!libvirtOk) return { ...base, status: 'skip', found: 'libvirt is unreachable' };
+  const problems: { found: string; fix: string }[] = [];
+  const seen = new Map<string, Awaited<ReturnType<typeof networkInfo>>>();
+  for (const machine of machines) {
+    const { network, bridge } = machine.meta;
+    if (bridge !== undefined) {
+      if (!fs.existsSync(path.join('/sys/class/net', bridge))) {
+        problems.push({ found: `${machine.name}: host bridge ${bridge} does not exist`, fix: `make the bridge ${bridge} on the host (your distribution's network configuration), or use a libvirt network` });
+      }
+      continue;
+    }
+    if (network === undefined) continue;
+    if (!seen.has(network)) seen.set(network, await networkInfo(ctx.runner, network));
+    const info = seen.get(network);
+    if (!info) problems.push({ found: `${machine.name}: network ${network} does not exist`, fix: `ivm net create ${network} --kind nat --cidr 192.168.100.0/24 (a CIDR no other network uses)` });
+    else if (!info.active) problems.push({ found: `${machine.name}: network ${network} is not active`, fix: `virsh -c ${ctx.settings.libvirtUri} net-start ${network} && virsh -c ${ctx.settings.libvirtUri} net-autostart ${network}` });
+  }
+  if (problems.length > 0) return { ...base, status: 'fail', found: problems.map((p) => p.found).join('; '), fix: problems[0]!.fix };
+  return { ...base, status: 'ok', found: machines.length === 0 ? 'no machines' : `${machines.length} machine(s), every network or bridge there` };
+}
+
+async function diskTypeCheck(ctx: HostContext, machines: Machine[], libvirtOk: boolean): Promise<Check> {
+  const base = { id: 'disk-type', title: "domains' disks" };
+  if (!ctx.project) return { ...base, status: 'skip', found: 'no ivm project here' };
+  if (!libvirtOk) return { ...base, status: 'skip', found: 'libvirt is unreachable' };
+  const bad: string[] = [];
+  let defined = 0;
+  for (const machine of machines) {
+    const r = await ctx.runner.run(virshCommand(ctx.runner, ['dumpxml', machine.name], false), { allowFailure: true });
+    if (r.exitCode !== 0) continue;
+    defined++;
+    for (const disk of r.stdout.matchAll(/<disk\b[^>]*\btype=['"]([^'"]+)['"][^>]*\bdevice=['"]disk['"]|<disk\b[^>]*\bdevice=['"]disk['"][^>]*\btype=['"]([^'"]+)['"]/g)) {
+      const type = disk[1] ?? disk[2];
+      if (type !== 'file') bad.push(`${machine.name}: <disk type='${type}'>`);
+    }
+  }
+  if (bad.length > 0) {
+    return { ...base, status: 'fail', found: `${bad.join('; ')}: libvirt's AppArmor helper follows backing chains of file disks only`, fix: `ivm define ${bad[0]!.split(':')[0]}` };
+  }
+  return { ...base, status: 'ok', found: defined === 0 ? 'no domain defined' : `${defined} domain(s), every disk <disk type='file'>` };
+}
+
 export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorHost()): Promise<DoctorReport> {
   const distro = detectDistro();
   const { runner, settings } = ctx;
@@ -353,8 +405,10 @@ export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorH
   });
   for (const tool of ['nix', 'qemu-img', 'guestfish', 'virsh', 'ssh'] as const) checks.push(await toolCheck(runner, tool, distro));
   checks.push(kernelCheck(runner, distro));
-  checks.push(await kvmCheck(ctx));
-  checks.push(await libvirtCheck(runner, distro));
+  const machines = await loadMachines(ctx);
+  checks.push(await kvmCheck(ctx, machines));
+  const libvirt = await libvirtCheck(runner, distro);
+  checks.push(libvirt);
   checks.push(firmwareCheck(ctx, distro));
   checks.push(baseDirCheck(ctx));
   checks.push(appArmorCheck(ctx, host));
@@ -366,6 +420,8 @@ export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorH
   }
   checks.push(backingCheck(ctx, disks));
   checks.push(hiddenHomeCheck(ctx, disks));
+  checks.push(await networksCheck(ctx, machines, libvirt.status === 'ok'));
+  checks.push(await diskTypeCheck(ctx, machines, libvirt.status === 'ok'));
   return { ok: checks.every((c) => c.status !== 'fail'), mode: settings.mode, libvirtUri: settings.libvirtUri, checks };
 }
 
