@@ -7,7 +7,10 @@
 set positional-arguments := true
 
 export HOST_CMD := env("HOST_CMD", "")
-export SUDO := env("SUDO", if `id -u` == "0" { "" } else { "sudo" })
+export LIBVIRT_URI := env("LIBVIRT_URI", "qemu:///system")
+# Session mode (qemu:///session): no root, so no SUDO, and ivm's own default folders (~/ivm/...).
+session := if LIBVIRT_URI =~ '^qemu(\+[a-z]+)?://[^/]*/session' { "yes" } else { "" }
+export SUDO := if session == "yes" { "" } else { env("SUDO", if `id -u` == "0" { "" } else { "sudo" }) }
 export JUST := env("JUST", "just")
 export NIX := env("NIX", trim(HOST_CMD + " nix"))
 export VIRSH := env("VIRSH", trim(HOST_CMD + " " + SUDO + " virsh"))
@@ -16,12 +19,12 @@ export GUESTFISH := env("GUESTFISH", trim(HOST_CMD + " " + SUDO + " guestfish"))
 export CP := env("CP", trim(HOST_CMD + " " + SUDO + " cp"))
 export READLINK := env("READLINK", trim(HOST_CMD + " readlink"))
 export LIBGUESTFS_BACKEND := env("LIBGUESTFS_BACKEND", "direct")
-export LIBVIRT_URI := env("LIBVIRT_URI", "qemu:///system")
 # Empty: libvirt picks UEFI firmware without Secure Boot. Set both to name the files yourself.
 export OVMF_CODE := env("OVMF_CODE", "")
 export OVMF_VARS := env("OVMF_VARS", "")
-export IVM_BASE_DIR := env("IVM_BASE_DIR", "/var/lib/libvirt/base-images")
-export IVM_VM_DIR := env("IVM_VM_DIR", "/var/lib/libvirt/images")
+# Empty in session mode: ivm picks ~/ivm/base-images and ~/ivm/images (README.md, "Session mode").
+export IVM_BASE_DIR := env("IVM_BASE_DIR", if session == "yes" { "" } else { "/var/lib/libvirt/base-images" })
+export IVM_VM_DIR := env("IVM_VM_DIR", if session == "yes" { "" } else { "/var/lib/libvirt/images" })
 
 ivm := "node " + quote(justfile_directory() / "bin" / "ivm.js")
 
@@ -71,3 +74,27 @@ destroy-vm name *flags:
 # Every machine with the state of its domain (flag: --json)
 list *flags:
     {{ ivm }} list "$@"
+
+# Check the host contract and print the plan of what is missing (flag: --apply does it)
+host-setup *flags:
+    {{ ivm }} host setup "$@"
+
+# Check every host requirement; each failure names its fix (flag: --json)
+doctor *flags:
+    {{ ivm }} doctor "$@"
+
+# libvirt networks: net create NAME --kind nat --cidr 192.168.100.0/24 | net list | net destroy NAME
+net *args:
+    {{ ivm }} net "$@"
+
+# A VM's IPv4 address (flag: --wait SECONDS)
+ip name *flags:
+    {{ ivm }} ip "$@"
+
+# ssh to a VM with its pinned host key (flags: --admin; a command after --)
+ssh name *args:
+    {{ ivm }} ssh "$@"
+
+# Wait until a VM answers on SSH with its pinned host key (flag: --timeout SECONDS)
+wait name *flags:
+    {{ ivm }} wait "$@"

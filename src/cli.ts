@@ -31,14 +31,16 @@ export type ContextFactory = () => Context;
 const ENVIRONMENT_HELP = `
 Environment (README.md, "Environment"):
   HOST_CMD            prefix of every default tool command (e.g. host-spawn in distrobox)
-  SUDO                prefix of the commands that need root (default: sudo unless root; "" disables)
-  NIX VIRSH QEMU_IMG GUESTFISH CP READLINK
+  SUDO                prefix of the commands that need root (default: sudo unless root; "" disables;
+                      ignored in session mode)
+  NIX VIRSH QEMU_IMG GUESTFISH CP READLINK SSH APPARMOR_PARSER
                       a tool's whole command, used as given (e.g. VIRSH="sudo virsh")
   LIBGUESTFS_BACKEND  guestfish backend (default: direct); every LIBGUESTFS_* reaches guestfish
-  LIBVIRT_URI         libvirt connection (default: qemu:///system)
+  LIBVIRT_URI         libvirt connection (default: qemu:///system; qemu:///session: session mode, no root)
   OVMF_CODE OVMF_VARS UEFI firmware files (default: libvirt picks firmware without Secure Boot)
-  IVM_BASE_DIR        shared read-only base images (default: /var/lib/libvirt/base-images)
-  IVM_VM_DIR          per-VM disks (default: /var/lib/libvirt/images)
+  IVM_BASE_DIR        shared read-only base images (default: /var/lib/libvirt/base-images;
+                      session mode: ~/ivm/base-images)
+  IVM_VM_DIR          per-VM disks (default: /var/lib/libvirt/images; session mode: ~/ivm/images)
   IVM_ROOT            the project folder (default: found upward from the working directory)
 
 Exit codes: 0 ok, 1 a command failed, 2 bad input, 3 refused (would lose or overwrite something,
