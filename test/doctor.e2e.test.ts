@@ -51,7 +51,7 @@ describe('ivm doctor', () => {
     expect(report.ok).toBe(true);
     expect(report.mode).toBe('system');
     const ids = report.checks.map((c) => c.id);
-    for (const id of ['mode', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home', 'networks', 'disk-type']) {
+    for (const id of ['mode', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home', 'networks', 'disk-type', 'reachable']) {
       expect(ids).toContain(id);
     }
     expect(stdout).toMatch(/^ok\s+qemu-img: qemu-img version \d/m);
@@ -172,6 +172,20 @@ describe('ivm doctor', () => {
     } finally {
       fs.rmSync(path.join(project.root, 'machines', 'lost'), { recursive: true });
     }
+  });
+
+  it('a VM folder QEMU cannot reach (a parent without o+x)', async () => {
+    const vmDir = path.join(project.root, 'private', 'images');
+    fs.mkdirSync(vmDir, { recursive: true });
+    fs.chmodSync(path.dirname(vmDir), 0o700);
+    const { exitCode, stdout, report } = await doctor({ IVM_VM_DIR: vmDir });
+    expect(exitCode).toBe(4);
+    expect(failed(report)).toEqual(['reachable']);
+    expect(stdout).toContain(`FAIL  folders QEMU must reach: ${path.dirname(vmDir)}: no search permission for others`);
+    expect(stdout).toContain(`fix: sudo chmod o+x ${path.dirname(vmDir)}`);
+    const setup = await project.ivm(['host', 'setup'], { IVM_VM_DIR: vmDir });
+    expect(setup.exitCode).toBe(3);
+    expect(setup.stdout).toMatch(/PROBLEM folders QEMU must reach: .*private: no search permission for others; ivm leaves them alone/);
   });
 
   it('a base-image folder that breaks the contract', async () => {

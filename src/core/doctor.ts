@@ -140,14 +140,16 @@ async function loadMachines(ctx: HostContext): Promise<Machine[]> {
 
 async function kvmCheck(ctx: HostContext, machines: Machine[]): Promise<Check> {
   const base = { id: 'kvm', title: '/dev/kvm' };
+  const session = ctx.settings.mode === 'session';
   let usable = false;
   try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    usable = true;
+    // System mode: libvirt's QEMU user opens it, not you; session mode: QEMU runs as you.
+    fs.accessSync('/dev/kvm', session ? fs.constants.R_OK | fs.constants.W_OK : fs.constants.F_OK);
+    usable = fs.statSync('/dev/kvm').isCharacterDevice();
   } catch {
     // missing or no permission
   }
-  if (usable) return { ...base, status: 'ok', found: '/dev/kvm opens for reading and writing (virtType = "kvm")' };
+  if (usable) return { ...base, status: 'ok', found: session ? '/dev/kvm opens for reading and writing (virtType = "kvm")' : '/dev/kvm is there for libvirt\'s QEMU (virtType = "kvm")' };
   const why = fs.existsSync('/dev/kvm') ? '/dev/kvm exists but you may not use it' : 'no /dev/kvm';
   const needKvm = machines.filter((m) => m.meta.virtType === 'kvm').map((m) => m.name);
   if (needKvm.length === 0) return { ...base, status: 'warn', found: `${why}: VMs need virtType = "qemu" (TCG, slow)`, fix: 'set virtType = "qemu" in the machines\' meta.nix' };
@@ -257,6 +259,38 @@ function baseDirCheck(ctx: HostContext): Check {
   if (writable.length > 0) problems.push(`not 0444: ${writable.join(', ')}`);
   if (problems.length > 0) return { ...base, status: 'fail', found: `${dir}: ${problems.join('; ')}`, fix };
   return { ...base, status: 'ok', found: `${dir}: ${session ? 'yours' : 'root'}, 0755, ${images.length} image(s), all 0444` };
+}
+
+/** The folders above `dir` that the QEMU user (not root, not the owner) cannot pass through (no o+x). */
+export function unreachableAncestors(dir: string): string[] {
+  const blocked: string[] = [];
+  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+    try {
+      const st = fs.statSync(current);
+      if (st.isDirectory() && (st.mode & 0o001) === 0) blocked.push(current);
+    } catch {
+      // not there yet: host setup makes it
+    }
+    if (current === path.dirname(current)) break;
+  }
+  return blocked.reverse();
+}
+
+function reachableCheck(ctx: HostContext): Check {
+  const base = { id: 'reachable', title: "folders QEMU must reach" };
+  if (ctx.settings.mode === 'session') return { ...base, status: 'skip', found: 'session mode: QEMU runs as you' };
+  const problems = [
+    ...unreachableAncestors(ctx.settings.baseDir).map((d) => ({ dir: d, of: 'IVM_BASE_DIR' })),
+    ...unreachableAncestors(ctx.settings.vmDir).map((d) => ({ dir: d, of: 'IVM_VM_DIR' })),
+  ];
+  if (problems.length === 0) return { ...base, status: 'ok', found: `QEMU (libvirt's unprivileged user) can pass through every folder above ${ctx.settings.baseDir} and ${ctx.settings.vmDir}` };
+  const dirs = [...new Set(problems.map((p) => p.dir))];
+  return {
+    ...base,
+    status: 'fail',
+    found: `${dirs.join(', ')}: no search permission for others, so QEMU cannot open the images below (${[...new Set(problems.map((p) => p.of))].join(', ')})`,
+    fix: `sudo chmod o+x ${dirs.join(' ')} (or choose folders outside them, e.g. the defaults under /var/lib/libvirt)`,
+  };
 }
 
 function appArmorCheck(ctx: HostContext, host: AppArmorHost): Check {
@@ -411,6 +445,7 @@ export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorH
   checks.push(libvirt);
   checks.push(firmwareCheck(ctx, distro));
   checks.push(baseDirCheck(ctx));
+  checks.push(reachableCheck(ctx));
   checks.push(appArmorCheck(ctx, host));
   let disks: VmDisk[] | string;
   try {

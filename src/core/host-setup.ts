@@ -14,6 +14,7 @@ import { virshCommand } from '../host/virsh.ts';
 import { appArmorHost, appArmorState, libvirtProfiles, type AppArmorHost } from './apparmor.ts';
 import { canonical, hiddenHomeFolder } from './base-dir.ts';
 import type { HostContext } from './host-context.ts';
+import { unreachableAncestors } from './doctor.ts';
 import { describePlan, executePlan, type Plan, type Step } from './plan.ts';
 import { listPools, type PoolInfo } from './pools.ts';
 
@@ -108,6 +109,14 @@ export async function planHostSetup(ctx: HostContext, host: AppArmorHost = appAr
   else {
     item('todo', 'VM folder', `${settings.vmDir} is missing: make it (0711)`);
     steps.push(run(`make ${settings.vmDir}`, { tool: 'mkdir', args: ['-p', '-m', '0711', settings.vmDir], mutates: true }));
+  }
+
+  // QEMU (an unprivileged user in system mode) must pass through every folder above the images.
+  if (!session) {
+    const blocked = [...new Set([...unreachableAncestors(baseDir), ...unreachableAncestors(settings.vmDir)])].filter((d) => d !== baseDir);
+    if (blocked.length > 0) {
+      item('problem', 'folders QEMU must reach', `${blocked.join(', ')}: no search permission for others; ivm leaves them alone (sudo chmod o+x ${blocked.join(' ')}, or other folders)`);
+    }
   }
 
   // AppArmor.
