@@ -9,9 +9,10 @@ export function registerDoctor(program: Command, _context: ContextFactory): void
   program
     .command('doctor')
     .description(
-      'check the host: tools and versions, a kernel for guestfish, /dev/kvm, libvirt at LIBVIRT_URI, UEFI firmware, ' +
-        'the base-image folder, AppArmor and its rule, every VM\'s backing file, no image in a hidden home folder, the mode; ' +
-        'each failure names the command that fixes it. Exit 0 only when everything needed is there (4 otherwise).',
+      'check the host: the mode, tools and versions, a kernel for guestfish, /dev/kvm, libvirt at LIBVIRT_URI, UEFI firmware, ' +
+        'the base-image folder, folders QEMU must pass through, AppArmor and its rule, every VM\'s backing file, no image in a ' +
+        "hidden home folder, machines' networks, domains' disk types; each failure names the command that fixes it. " +
+        'Only queries. Exit 0 only when everything needed is there (4 otherwise).',
     )
     .option('--json', 'print the report as JSON: {"ok", "mode", "libvirtUri", "checks": [{"id", "title", "status", "found", "fix"}]}')
     .action(async (options: { json?: boolean }) => {

@@ -10,7 +10,8 @@ export function registerHost(program: Command, _context: ContextFactory): void {
     .command('setup')
     .description(
       'check the host contract and print the plan of what is missing (IVM_BASE_DIR root-owned 0755 with 0444 images, ' +
-        'IVM_VM_DIR, one AppArmor rule for IVM_BASE_DIR, pools basepool and vmpool); --apply does it. Safe to run again.',
+        'IVM_VM_DIR, one AppArmor rule for IVM_BASE_DIR where AppArmor is enabled, pools basepool and vmpool in system mode); ' +
+        '--apply does it. Safe to run again.',
     )
     .option('--apply', 'do the plan (otherwise it is only printed)')
     .action(async (options: { apply?: boolean }) => hostSetup(context(), { apply: Boolean(options.apply) }));
