@@ -95,9 +95,20 @@ describe('ivm doctor', () => {
       expect(exitCode).toBe(4);
       expect(failed(report)).toEqual(['backing-files']);
       expect(stdout).toContain(`stray: backing file ${elsewhere} is outside IVM_BASE_DIR (${project.baseDir})`);
-      expect(stdout).toContain(`fix: move it into IVM_BASE_DIR and point the overlay there: qemu-img rebase -u -F qcow2 -b ${path.join(project.baseDir, 'stray.qcow2')} ${overlay}`);
+      expect(stdout).toContain('fix: ivm upgrade stray (builds its base into IVM_BASE_DIR and moves the VM onto it, keeping /var)');
     } finally {
       fs.rmSync(overlay);
+    }
+    // The overlay `ivm rollback` returns to counts too.
+    const previous = path.join(project.vmDir, 'stray-boot-prev.qcow2');
+    await qcow2(previous, elsewhere);
+    try {
+      const { exitCode, stdout } = await doctor();
+      expect(exitCode).toBe(4);
+      expect(stdout).toContain(`stray (rollback): backing file ${elsewhere} is outside IVM_BASE_DIR`);
+      expect(stdout).toContain(`qemu-img rebase -u -F qcow2 -b ${path.join(project.baseDir, 'stray.qcow2')} ${previous}`);
+    } finally {
+      fs.rmSync(previous);
     }
 
     // create --no-build with a recorded base outside the folder: refused before any disk is made.

@@ -324,14 +324,14 @@ async function vmDisks(ctx: HostContext): Promise<VmDisk[] | string> {
   const disks: VmDisk[] = [];
   for (const name of machineNames(ctx.project)) {
     const paths = vmPaths(ctx.settings, ctx.project, name);
-    const files = [paths.boot, paths.var].filter((f) => fs.existsSync(f));
-    if (!fs.existsSync(paths.boot)) {
-      if (files.length > 0) disks.push({ vm: name, overlay: paths.boot, backing: [], files });
-      continue;
+    // The /var disk has no backing file: it only counts for the hidden-folder check.
+    if (fs.existsSync(paths.var)) disks.push({ vm: name, overlay: '', backing: [], files: [paths.var] });
+    // The boot overlay, and the one `ivm rollback` returns to.
+    for (const [label, overlay] of [[name, paths.boot], [`${name} (rollback)`, paths.bootPrevious]] as const) {
+      if (!fs.existsSync(overlay)) continue;
+      const backing = (await backingChain(ctx.runner, overlay)).slice(1).map((info) => info.filename);
+      disks.push({ vm: label, overlay, backing, files: [overlay, ...backing] });
     }
-    const chain = await backingChain(ctx.runner, paths.boot);
-    const backing = chain.slice(1).map((info) => info.filename);
-    disks.push({ vm: name, overlay: paths.boot, backing, files: [...files, ...backing] });
   }
   return disks;
 }
@@ -347,14 +347,16 @@ function backingCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
       ...base,
       status: 'fail',
       found: outside.map((o) => `${o.vm}: backing file ${o.file} is outside IVM_BASE_DIR (${ctx.settings.baseDir})`).join('; '),
-      fix: `move it into IVM_BASE_DIR and point the overlay there: qemu-img rebase -u -F qcow2 -b ${path.join(ctx.settings.baseDir, path.basename(first.file))} ${first.overlay}`,
+      fix: first.vm.endsWith('(rollback)')
+        ? `move it into IVM_BASE_DIR and point the overlay there: qemu-img rebase -u -F qcow2 -b ${path.join(ctx.settings.baseDir, path.basename(first.file))} ${first.overlay}`
+        : `ivm upgrade ${first.vm} (builds its base into IVM_BASE_DIR and moves the VM onto it, keeping /var)`,
     };
   }
-  const noBase = disks.filter((d) => d.backing.length === 0 && fs.existsSync(d.overlay));
+  const noBase = disks.filter((d) => d.backing.length === 0 && d.overlay !== '');
   if (noBase.length > 0) {
-    return { ...base, status: 'warn', found: `${noBase.map((d) => d.vm).join(', ')}: boot disk without a backing file`, fix: `ivm destroy ${noBase[0]!.vm} && ivm create ${noBase[0]!.vm}` };
+    return { ...base, status: 'warn', found: `${noBase.map((d) => d.vm).join(', ')}: boot disk without a backing file`, fix: `ivm upgrade ${noBase[0]!.vm.split(' ')[0]}` };
   }
-  return { ...base, status: 'ok', found: withBase.length === 0 ? 'no VM disks yet' : `${withBase.length} VM(s), every backing file inside ${ctx.settings.baseDir}` };
+  return { ...base, status: 'ok', found: withBase.length === 0 ? 'no VM disks yet' : `${new Set(withBase.map((d) => d.vm.split(' ')[0])).size} VM(s), every backing file inside ${ctx.settings.baseDir}` };
 }
 
 function hiddenHomeCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
