@@ -31,6 +31,10 @@ describe('CIDR', () => {
     ['192.168.1.0/7', /prefix must be 8 to 30/],
     ['192.168.1.0/32', /prefix must be 8 to 30/],
     ['192.168.1.1/24', /host bits are set/],
+    ['127.100.0.0/24', /overlaps 127\.0\.0\.0\/8 \(loopback\)/],
+    ['169.254.0.0/16', /link-local/],
+    ['224.0.0.0/24', /multicast/],
+    ['0.0.0.0/8', /"this network"/],
   ])('refuses %s', (cidr, message) => {
     expect(() => parseCidr(cidr)).toThrow(message);
   });

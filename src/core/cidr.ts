@@ -66,8 +66,20 @@ export function parseCidr(text: string): Ipv4Net {
   }
   const net = ipv4Net(address, prefix);
   if (net.network !== address) throw new BadInputError(`bad CIDR ${text}: host bits are set`, `did you mean ${net.text}?`);
+  const special = SPECIAL.find((r) => overlaps(r.net, net));
+  if (special) {
+    throw new BadInputError(`bad CIDR ${text}: it overlaps ${special.net.text} (${special.what})`, 'use a private range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16');
+  }
   return net;
 }
+
+/** Ranges no VM network may use. */
+const SPECIAL = [
+  { net: ipv4Net(0, 8), what: '"this network"' },
+  { net: ipv4Net(127 * 2 ** 24, 8), what: 'loopback' },
+  { net: ipv4Net((169 * 256 + 254) * 2 ** 16, 16), what: 'link-local' },
+  { net: ipv4Net(224 * 2 ** 24, 3), what: 'multicast and reserved' },
+];
 
 export function overlaps(a: Ipv4Net, b: Ipv4Net): boolean {
   const aEnd = a.network + 2 ** (32 - a.prefix) - 1;
