@@ -19,8 +19,9 @@
 #   pass 0; file systems needed for boot also get "x-initrd.mount" and go into the initrd's fstab.
 # - nixos/lib/utils.nix: "/var" is in pathsNeededForBoot, so /var is mounted in the initrd;
 #   neededForBoot = true says so explicitly.
-# - systemd's fstab-generator: in the initrd, the source of a bind mount from the sysroot fstab
-#   is prefixed with /sysroot (identity.nix relies on this too).
+# - nixos/modules/tasks/filesystems.nix also writes the initrd's own fstab (makeFstabEntries with
+#   rootPrefix = "/sysroot"): every mount point, and the source of every bind mount, gets the
+#   /sysroot prefix there (identity.nix relies on this too).
 # - nixos/lib/make-disk-image.nix: root ext4 labelled by its `label` argument (default "nixos"),
 #   ESP made with `mkfs.vfat -n ESP`. image.nix passes `ivm.filesystem.rootLabel` as `label`.
 # - nixos/modules/virtualisation/disk-image.nix (the qemu-efi image variant) replaces ALL of
@@ -30,6 +31,11 @@
 #   the `usrbinenv` and `binsh` activation snippets re-create /usr/bin/env and /bin/sh on every
 #   activation; on a read-only root they fail (logged, boot goes on). They are replaced below by
 #   versions that only write when the link is missing or wrong, i.e. when the image is built.
+# - nixos/modules/config/stub-ld.nix and ldso.nix: environment.stub-ld.enable (default true) makes
+#   systemd-tmpfiles create /lib64/ld-linux-x86-64.so.2 (and /lib/ld-linux.so.2 on x86_64) at every
+#   boot, `d` + `L+` rules. tmpfiles does not run when the image is built, so on the read-only root
+#   these fail at each boot ("Read-only file system"). Off by default here: the rules become `r`
+#   (remove if present), a no-op. The stub only printed a friendlier error for foreign binaries.
 # - systemd-growfs (lib/systemd/systemd-growfs in the systemd package) grows a mounted ext4.
 #   Whether the pinned initrd ships it for x-systemd.growfs was not certain from the sources
 #   (recent nixpkgs leaves it out of stage 1), so /var is also grown in stage 2 by a unit of ours.
@@ -123,6 +129,9 @@ in
       "/home" = bindFromVar "/home";
       "/root" = bindFromVar "/root";
     };
+
+    # tmpfiles would otherwise try to create /lib64 and /lib links on the read-only root (header).
+    environment.stub-ld.enable = lib.mkDefault false;
 
     boot.tmp.useTmpfs = lib.mkDefault true;
     boot.tmp.tmpfsSize = lib.mkDefault cfg.tmpfsSize;

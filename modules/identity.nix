@@ -14,9 +14,10 @@
 # fails and says which file is missing.
 #
 # Checked in sources: nixos/modules/tasks/filesystems.nix (neededForBoot entries go into the initrd
-# fstab, with "x-initrd.mount"); systemd's fstab-generator (bind sources of the sysroot fstab get
-# the /sysroot prefix in the initrd; x-systemd.before=); systemd src/core/main.c (after
-# switch-root the setup, including hostname_setup and machine_id_setup, runs again);
+# fstab, with "x-initrd.mount", and that fstab's bind sources get the /sysroot prefix there:
+# makeFstabEntries with rootPrefix); systemd's fstab-generator (x-systemd.before=, nofail);
+# systemd src/core/main.c (after switch-root the setup, including hostname_setup and
+# machine_id_setup, runs again);
 # nixos/modules/system/boot/systemd/initrd.nix (the initrd's own /etc/hostname is
 # networking.hostName, empty here); nixos/modules/tasks/network-interfaces.nix (/etc/hostname is
 # only written when networking.hostName is not empty).

@@ -252,6 +252,8 @@ describe('modules (evaluated with a stand-in lib and config)', () => {
     expect(get(fsys, '/home')).toEqual({ device: '/var/home', fsType: 'none', options: ['bind'] });
     expect(get(fsys, '/root')).toEqual({ device: '/var/root', fsType: 'none', options: ['bind'] });
     expect(cfg('filesystem', 'boot', 'tmp', 'useTmpfs')).toBe(true);
+    // Its tmpfiles rules would create /lib64 and /lib links on the read-only root at every boot.
+    expect(cfg('filesystem', 'environment', 'stub-ld', 'enable')).toBe(false);
   });
 
   it('identity: machine-id and hostname bound from /var/identity in the initrd; no hostname in the image', () => {
