@@ -1,7 +1,9 @@
 // ivm host setup on a temporary root: real folders and modes, real pools in the test libvirtd, the
 // AppArmor files written under IVM_SYSROOT (this kernel has no AppArmor, so "enabled" is faked by a
-// file there, and the reload by APPARMOR_PARSER=true), the skip when AppArmor is absent, a pool of
-// another path left alone, session mode and a hidden home folder refused.
+// file there, and the reload by APPARMOR_PARSER=true) and compiled by the real apparmor_parser
+// (-Q: no kernel needed) inside libvirt's own profile template; the skip when AppArmor is absent, a
+// pool of another path left alone, session mode and a hidden home folder refused.
+import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -140,6 +142,40 @@ describe('ivm host setup', () => {
     expect(second.stdout).toContain('nothing to do');
     expect(second.stderr).not.toContain('+ true');
     expect(fs.readFileSync(local, 'utf8')).toBe(text);
+  });
+
+  it("the rule compiles with the real apparmor_parser inside the host's own libvirt profile template, in both layouts", async () => {
+    // A copy of this host's /etc/apparmor.d (Debian 12: libvirt reads local/abstractions/libvirt-qemu).
+    const root = path.join(project.root, 'sysroot-real');
+    fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
+    await execa('cp', ['-a', '/etc/apparmor.d', path.join(root, 'etc')]);
+    fs.mkdirSync(path.join(root, 'sys/module/apparmor/parameters'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'sys/module/apparmor/parameters/enabled'), 'Y\n');
+    const dir = path.join(root, 'etc', 'apparmor.d');
+    const template = path.join(dir, 'libvirt', 'TEMPLATE.qemu');
+    const rule = `"${project.baseDir}/**" rk,`;
+    const compile = () => execa('apparmor_parser', ['-Q', '-K', '-T', '--base', dir, '-I', dir, template], { reject: false });
+    const expand = async () => (await execa('apparmor_parser', ['-p', '--base', dir, '-I', dir, template])).stdout;
+
+    const local = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    expect(local.exitCode, local.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(dir, 'local/abstractions/libvirt-qemu'), 'utf8')).toContain(rule);
+    const first = await compile();
+    expect(first.exitCode, first.stderr).toBe(0);
+    expect(await expand()).toContain(rule);
+
+    // Upstream libvirt's layout: the abstraction includes libvirt-qemu.d/.
+    fs.appendFileSync(path.join(dir, 'abstractions/libvirt-qemu'), '  include if exists <abstractions/libvirt-qemu.d>\n');
+    fs.mkdirSync(path.join(dir, 'abstractions/libvirt-qemu.d'), { recursive: true });
+    const upstream = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    expect(upstream.exitCode, upstream.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(dir, 'abstractions/libvirt-qemu.d/ivm-base-images'), 'utf8')).toContain(rule);
+    const second = await compile();
+    expect(second.exitCode, second.stderr).toBe(0);
+
+    // The parser is a real check: a broken rule in the same place fails to compile.
+    fs.appendFileSync(path.join(dir, 'abstractions/libvirt-qemu.d/ivm-base-images'), '"/x/**" rkz,\n');
+    expect((await compile()).exitCode).not.toBe(0);
   });
 
   it('skips AppArmor cleanly, saying so, where it is not enabled', async () => {
