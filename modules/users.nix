@@ -7,7 +7,8 @@
 #   stable.
 # - No account has a password, so the lock-out assertion of users-groups.nix ("Neither the root
 #   account nor any wheel user has a password or SSH authorized key") is switched off with
-#   users.allowNoPasswordLogin (the keys exist, but only at runtime), and sudo does not ask for
+#   users.allowNoPasswordLogin (the keys exist, but only at runtime; mkDefault, so that a machine
+#   that gives an account a password can turn the check back on), and sudo does not ask for
 #   the password nobody has. Root stays locked; logins are SSH keys or the console's emergency
 #   access, if the host configures one.
 # - users.users.<name>.openssh.authorizedKeys.keyFiles is read at BUILD time (its text ends up in
@@ -53,7 +54,7 @@ in
 
   config = {
     users.mutableUsers = false;
-    users.allowNoPasswordLogin = true;
+    users.allowNoPasswordLogin = lib.mkDefault true;
 
     users.users.${cfg.admin.name} = {
       isNormalUser = true;
