@@ -53,6 +53,12 @@ describe('session mode (qemu:///session)', () => {
     expect(xml).toContain(`<source file='${env.HOME}/ivm/images/${NAME}-boot.qcow2'/>`);
   });
 
+  it('net create is refused in session mode (exit 3), saying why', async () => {
+    const r = await project.ivm(['net', 'create', 'ivmt-sess', '--cidr', '192.168.217.0/24'], env);
+    expect(r.exitCode).toBe(3);
+    expect(r.stderr).toContain('session mode (qemu:///session): ivm does not create libvirt networks');
+  });
+
   it('doctor reports session mode, reaches the session daemon, and skips what session mode does not use', async () => {
     const r = await project.ivm(['doctor', '--json'], env);
     const report = JSON.parse(r.stdout) as DoctorReport;

@@ -142,7 +142,17 @@ export function networkXml(name: string, kind: NetKind, net: Ipv4Net | undefined
   return lines.join('\n');
 }
 
+/** Session mode has no libvirt networks of its own (making a bridge needs root). */
+function refuseInSession(ctx: HostContext, what: string): void {
+  if (ctx.settings.mode !== 'session') return;
+  throw new RefusedError(
+    `session mode (${ctx.settings.libvirtUri}): ivm does not ${what} libvirt networks; its VMs use user-mode networking or a host bridge`,
+    'networks are made in system mode: LIBVIRT_URI=qemu:///system ivm net ... (see README.md, "Session mode")',
+  );
+}
+
 export async function netCreate(ctx: HostContext, name: string, options: NetCreateOptions): Promise<void> {
+  refuseInSession(ctx, 'create');
   validateNetworkName(name);
   const { kind, bridge } = options;
   if (!(NET_KINDS as readonly string[]).includes(kind)) throw new BadInputError(`bad --kind ${JSON.stringify(kind)}: one of ${NET_KINDS.join(', ')}`);
@@ -240,6 +250,7 @@ async function domainsOn(runner: Runner, network: string): Promise<string[]> {
 }
 
 export async function netDestroy(ctx: HostContext, name: string, options: { force: boolean }): Promise<void> {
+  refuseInSession(ctx, 'destroy');
   validateNetworkName(name);
   const info = await networkInfo(ctx.runner, name);
   if (!info) throw new BadInputError(`no libvirt network ${name} at ${ctx.settings.libvirtUri}`, 'see: ivm net list');
