@@ -33,9 +33,11 @@
 #   versions that only write when the link is missing or wrong, i.e. when the image is built.
 # - nixos/modules/config/stub-ld.nix and ldso.nix: environment.stub-ld.enable (default true) makes
 #   systemd-tmpfiles create /lib64/ld-linux-x86-64.so.2 (and /lib/ld-linux.so.2 on x86_64) at every
-#   boot, `d` + `L+` rules. tmpfiles does not run when the image is built, so on the read-only root
-#   these fail at each boot ("Read-only file system"). Off by default here: the rules become `r`
-#   (remove if present), a no-op. The stub only printed a friendlier error for foreign binaries.
+#   boot, `d` + `L+` rules. nixos-enter runs systemd-tmpfiles in the image build VM, but with the
+#   root filesystem's own /etc, which has no tmpfiles.d (overlay-etc.nix, point 7), so the links
+#   are not in the image and these rules fail at each boot on the read-only root. Off by default
+#   here: the rules become `r` (remove if present), a no-op. The stub only printed a friendlier
+#   error for foreign binaries.
 # - systemd-growfs (lib/systemd/systemd-growfs in the systemd package) grows a mounted ext4.
 #   Whether the pinned initrd ships it for x-systemd.growfs was not certain from the sources
 #   (recent nixpkgs leaves it out of stage 1), so /var is also grown in stage 2 by a unit of ours.

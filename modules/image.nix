@@ -28,10 +28,12 @@
 # It also puts /etc/os-release and /etc/NIXOS in the root filesystem's own /etc, which the /etc
 # overlay hides at boot. They are for the boot loader installation in the build VM:
 # switch-to-configuration refuses to run ("This is not a NixOS installation!") without one of
-# them, and bootctl takes its entry token from os-release when there is no machine-id. Since
-# NixOS/nixpkgs#364239 (Dec 2024, in 25.05) the activation run by nixos-enter mounts the /etc
-# overlay itself, which provides both; whether the builder VM's kernel can mount it (loop, erofs,
-# overlay) was not verifiable here, so the image does not depend on it.
+# them, and bootctl takes its entry token from os-release when there is no machine-id (and
+# writes it to /etc/kernel/entry-token, on this writable /etc). Since NixOS/nixpkgs#364239 (Dec
+# 2024, in 25.05) the activation run by nixos-enter would mount the /etc overlay over this /etc,
+# and the installation would then fail on the read-only overlay and its empty /etc/machine-id;
+# overlay-etc.nix skips that snippet inside nixos-enter (point 7 of its header), so this plain
+# /etc is what the installation always sees, whatever the build VM's kernel can mount.
 #
 # The build runs in a QEMU VM (vmTools.runInLinuxVM): the building host needs the `kvm` system
 # feature, and builds for the host's own architecture.

@@ -39,13 +39,27 @@
 # 6. systemd-update-done.service stamps /etc/.updated and /var/.updated after an update of /usr;
 #    it cannot write the /etc stamp here, and NixOS updates nothing through those stamps: masked.
 #
+# 7. The image build (image.nix) installs the boot loader with nixos-enter in a build VM, and
+#    nixos-enter first runs the activation script (with IN_NIXOS_ENTER=1). Since
+#    NixOS/nixpkgs#364239 (Dec 2024, in 25.05) the `etc` snippet mounts the /etc overlay there
+#    when /etc is not a mount point yet. With this immutable overlay the boot loader installation
+#    that follows would fail: systemd-boot-builder.py reads /etc/machine-id with
+#    `readlines()[0]`, an IndexError on the empty placeholder of point 5, and `bootctl install`
+#    writes /etc/kernel/entry-token, which a read-only /etc refuses. Whether the build VM's kernel
+#    can mount erofs and overlay at all could not be checked here, so the snippet is skipped under
+#    nixos-enter: /etc in the build VM is then always the root filesystem's own /etc (image.nix
+#    puts os-release and NIXOS in it; the overlay hides it at boot). At boot the snippet runs as
+#    before (in the initrd it does nothing); ivm never switches a running VM's configuration.
+#
 # Sources read (nixpkgs, NixOS 25.05 era, through the search tool): nixos/modules/system/etc/
 # etc-activation.nix and etc.nix (overlay mounts, assertions, machine-id placeholder in later
-# versions), nixos/modules/services/system/userborn.nix (passwordFilesLocation, assertions,
+# versions, the `etc` snippet's "no previous /etc mounted" branch), pkgs/by-name/ni/nixos-enter
+# (IN_NIXOS_ENTER=1 for the activation, then systemd-tmpfiles), nixos/modules/system/boot/loader/
+# systemd-boot/systemd-boot-builder.py (install_bootloader), nixos/modules/services/system/userborn.nix (passwordFilesLocation, assertions,
 # environment.etc links, tmpfiles home directories), nixos/modules/system/boot/systemd/initrd.nix
 # (initrd-nixos-activation runs prepare-root in /sysroot; the activation's exit status comes from
 # the last command of prepare-root, so a failing snippet is logged, not fatal).
-{ lib, ... }:
+{ config, lib, ... }:
 {
   config = {
     boot.initrd.systemd.enable = true;
@@ -61,5 +75,14 @@
     };
 
     systemd.services.systemd-update-done.enable = false;
+
+    # Point 7: no /etc overlay inside nixos-enter (the image build's boot loader installation).
+    system.activationScripts.etc = lib.mkForce (
+      lib.stringAfter [ "users" "groups" "specialfs" ] ''
+        if [[ -z "''${IN_NIXOS_ENTER:-}" ]]; then
+        ${config.system.build.etcActivationCommands}
+        fi
+      ''
+    );
   };
 }

@@ -278,6 +278,10 @@ describe('modules (evaluated with a stand-in lib and config)', () => {
     expect(cfg('overlay-etc', 'boot', 'initrd', 'systemd', 'enable')).toBe(true);
     expect(cfg('overlay-etc', 'services', 'userborn', 'enable')).toBe(true);
     expect(cfg('overlay-etc', 'environment', 'etc', 'machine-id')).toEqual({ text: '', mode: '0444' });
+    // The etc snippet is skipped inside nixos-enter (the image build's boot loader installation).
+    const etc = obj(cfg('overlay-etc', 'system', 'activationScripts', 'etc'), 'activationScripts.etc');
+    expect(etc.deps).toEqual(['users', 'groups', 'specialfs']);
+    expect(String(etc.text)).toMatch(/^if \[\[ -z "\$\{IN_NIXOS_ENTER:-\}" \]\]; then\n\s*stub-etc-activation\n\s*fi\n$/);
   });
 
   it('image: make-disk-image gives one ivm.qcow2, UEFI, boot loader installed, mount points present', () => {

@@ -36,6 +36,7 @@ let
       etc."os-release".source = "/stub/etc-os-release";
     };
     systemd.package = stubPackage "systemd";
+    system.build.etcActivationCommands = "stub-etc-activation";
     networking.firewall.enable = true;
     networking.nftables.enable = false;
     services.openssh.enable = true;

@@ -48,6 +48,9 @@ rec {
 
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
 
+  # As nixpkgs (lib/strings-with-deps.nix): an activation snippet with its dependencies.
+  stringAfter = deps: text: { inherit deps text; };
+
   # As nixpkgs: safe strings stay bare, others are single-quoted.
   escapeShellArg =
     arg:
