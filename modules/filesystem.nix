@@ -19,9 +19,9 @@
 #   pass 0; file systems needed for boot also get "x-initrd.mount" and go into the initrd's fstab.
 # - nixos/lib/utils.nix: "/var" is in pathsNeededForBoot, so /var is mounted in the initrd;
 #   neededForBoot = true says so explicitly.
-# - nixos/modules/tasks/filesystems.nix also writes the initrd's own fstab (makeFstabEntries with
-#   rootPrefix = "/sysroot"): every mount point, and the source of every bind mount, gets the
-#   /sysroot prefix there (identity.nix relies on this too).
+# - nixos/modules/tasks/filesystems.nix hands the initrd the needed-for-boot entries as a plain
+#   fstab (SYSTEMD_SYSROOT_FSTAB); systemd's fstab-generator prefixes their mount points, and the
+#   sources of bind mounts (systemd >= 255), with /sysroot (identity.nix relies on this too).
 # - nixos/lib/make-disk-image.nix: root ext4 labelled by its `label` argument (default "nixos"),
 #   ESP made with `mkfs.vfat -n ESP`. image.nix passes `ivm.filesystem.rootLabel` as `label`.
 # - nixos/modules/virtualisation/disk-image.nix (the qemu-efi image variant) replaces ALL of

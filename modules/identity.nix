@@ -14,8 +14,9 @@
 # fails and says which file is missing.
 #
 # Checked in sources: nixos/modules/tasks/filesystems.nix (neededForBoot entries go into the initrd
-# fstab, with "x-initrd.mount", and that fstab's bind sources get the /sysroot prefix there:
-# makeFstabEntries with rootPrefix); systemd's fstab-generator (x-systemd.before=, nofail);
+# fstab, given to systemd as SYSTEMD_SYSROOT_FSTAB, with "x-initrd.mount"); systemd's
+# fstab-generator (in the initrd it prefixes mount points and bind sources with /sysroot, the
+# latter since systemd 255; x-systemd.before=, nofail);
 # systemd src/core/main.c (after switch-root the setup, including hostname_setup and
 # machine_id_setup, runs again);
 # nixos/modules/system/boot/systemd/initrd.nix (the initrd's own /etc/hostname is
