@@ -13,8 +13,9 @@
 #   "systemd-bless-boot.service" are among the upstream units when systemd is built with the boot
 #   loader; random-seed rewrites loader/random-seed on the ESP at every boot and fails on a
 #   read-only ESP. Both are masked (`enable = false` makes NixOS link the unit to /dev/null).
-#   Without a system token EFI variable (never written, see above) systemd-boot does not use the
-#   seed file the installer may leave on the shared ESP, so VMs cannot share a seed.
+#   No system token EFI variable is ever written (see above); older systemd-boot then ignores the
+#   seed file `bootctl install` leaves on the shared ESP, newer ones may mix it with the firmware's
+#   RNG output. Not checked for the pinned systemd (docs/flake.md); neither stops the boot.
 # - nixos/modules/system/boot/grow-partition.nix: boot.growPartition grows the partition of / at
 #   boot (growpart); the qemu-efi image variant turns it on by default. Off: / is read-only.
 # - Secure Boot: NixOS's systemd-boot is unsigned; the host must give firmware without Secure
