@@ -15,6 +15,7 @@ import { registerHost } from './commands/host.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerNet } from './commands/net.ts';
 import { registerAddress } from './commands/address.ts';
+import packageJson from '../package.json' with { type: 'json' };
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
 import { Runner } from './host/runner.ts';
@@ -51,7 +52,8 @@ export function buildProgram(): Command {
     .description('Immutable NixOS virtual machines on libvirt: one read-only base image, per-VM identity and /var.')
     .option('-n, --dry-run', 'print the commands that would change anything, run none of them (queries still run)')
     .option('-v, --verbose', 'echo every command to stderr')
-    .showHelpAfterError()
+    .version(packageJson.version, '-V, --version', 'print the version of ivm')
+    .showHelpAfterError('(ivm --help lists the commands; ivm COMMAND --help tells one)')
     .exitOverride()
     .addHelpText('after', ENVIRONMENT_HELP);
   const makeContext: ContextFactory = () => {
