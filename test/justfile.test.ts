@@ -39,7 +39,7 @@ describe('Justfile', () => {
     const before = fs.readdirSync(path.join(repoRoot, 'machines', 'web')).sort();
     const result = await runJust(['create-vm', 'web', '--dry-run'], { NIX: standinNix, IVM_STANDIN_OUT: '/nonexistent' });
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout).toContain(`build --extra-experimental-features 'nix-command flakes' '${repoRoot}#nixosConfigurations.web.config.system.build.ivmImage'`);
+    expect(result.stdout).toContain(`build --extra-experimental-features 'nix-command flakes' 'git+file://${repoRoot}#nixosConfigurations.web.config.system.build.ivmImage'`);
     expect(result.stdout).toContain('qemu-img create -q -f qcow2 -b');
     expect(result.stdout).toContain('/nonexistent/ivm-images/web-var.qcow2 20G');
     expect(result.stdout).toContain('upload');

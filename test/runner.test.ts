@@ -34,6 +34,19 @@ describe('runner argv', () => {
     expect(runner({ SUDO: '' }, { uid: 1000 }).r.argv({ tool: 'qemu-img', args: [], mutates: true })).toEqual(['qemu-img']);
   });
 
+  it('names the LIBGUESTFS_* variables before the program of a GUESTFISH override with a prefix', () => {
+    const { r } = runner({ GUESTFISH: 'sudo guestfish', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' });
+    expect(r.argv({ tool: 'guestfish', args: ['-x'], mutates: true })).toEqual([
+      'sudo',
+      'env',
+      'LIBGUESTFS_BACKEND=direct',
+      'LIBGUESTFS_BACKEND_SETTINGS=force_tcg',
+      'guestfish',
+      '-x',
+    ]);
+    expect(runner({ GUESTFISH: '/opt/guestfish' }).r.argv({ tool: 'guestfish', args: [], mutates: true })).toEqual(['/opt/guestfish']);
+  });
+
   it('uses an override verbatim, words and all', () => {
     const { r } = runner({ HOST_CMD: 'host-spawn', VIRSH: 'sudo virsh', QEMU_IMG: '/opt/qemu/bin/qemu-img' });
     expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['sudo', 'virsh', 'list']);
@@ -72,6 +85,16 @@ describe('runner execution (real processes)', () => {
     const { r, echoed } = runner({});
     await r.run({ tool: 'readlink', args: ['-f', '/'], mutates: false, input: 'a\nb' });
     expect(echoed).toEqual([`readlink -f / <<'IVM_EOF'\na\nb\nIVM_EOF`]);
+  });
+
+  it('takes a program\'s own exit code 127 for a failure, not for a missing tool', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-127-'));
+    const script = path.join(dir, 'ssh-like');
+    fs.writeFileSync(script, '#!/bin/sh\necho "bash: frobnicate: command not found" >&2\nexit 127\n', { mode: 0o755 });
+    const { r } = runner({ SSH: script });
+    const result = await r.run({ tool: 'ssh', args: [], mutates: false }, { allowFailure: true });
+    expect(result.exitCode).toBe(127);
+    fs.rmSync(dir, { recursive: true });
   });
 
   it('turns a failure into an error naming the command, exit code and stderr', async () => {

@@ -32,7 +32,10 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
   program
     .command('destroy')
     .argument('<name>', 'machine name')
-    .description('power off and undefine the VM (with its NVRAM), remove its boot overlay; the /var disk is kept')
+    .description('undefine the VM (with its NVRAM), remove its boot overlays and serial log; the /var disk is kept')
     .option('--delete-var', 'also delete the /var disk: all of its data is lost')
-    .action(async (name: string, options: { deleteVar?: boolean }) => destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar) }));
+    .option('-f, --force', 'power the VM off if it runs (otherwise a running VM is refused)')
+    .action(async (name: string, options: { deleteVar?: boolean; force?: boolean }) =>
+      destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar), force: Boolean(options.force) }),
+    );
 }

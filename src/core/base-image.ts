@@ -3,16 +3,36 @@
 // put in place by rename, so a half-copied file never carries the final name.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BadInputError, IvmError } from '../errors.ts';
+import { BadInputError, IvmError, RefusedError } from '../errors.ts';
 import { buildCommand } from '../host/nix.ts';
-import type { Command, Runner } from '../host/runner.ts';
+import { removeCommand } from '../host/files.ts';
+import type { Runner } from '../host/runner.ts';
 import type { Settings } from '../host/settings.ts';
 import type { Plan } from './plan.ts';
 import type { Project } from './project.ts';
 
 /** The flake output ivm builds for a machine (docs/flake.md). */
 export function imageInstallable(project: Project, name: string): string {
-  return `${project.root}#nixosConfigurations.${name}.config.system.build.ivmImage`;
+  return `${flakeRef(project.root)}#nixosConfigurations.${name}.config.system.build.ivmImage`;
+}
+
+/**
+ * The project as a git flake: nix then copies only the files git tracks into the (world-readable)
+ * store, never the git-ignored host private keys. A plain path would copy the whole folder, keys
+ * included, so a project outside git is refused.
+ */
+export function flakeRef(root: string): string {
+  for (let dir = root; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, '.git'))) {
+      const sub = path.relative(dir, root);
+      return `git+file://${encodeURI(dir)}${sub ? `?dir=${encodeURIComponent(sub)}` : ''}`;
+    }
+    if (dir === path.dirname(dir)) break;
+  }
+  throw new RefusedError(
+    `${root} is not in a git work tree: nix would copy the whole folder, host private keys included, into the world-readable Nix store`,
+    'make it one (git init; git add flake.nix flake.lock identity-files.json modules machines package.json package-lock.json); git-ignored files stay out of the store',
+  );
 }
 
 /** The single *.qcow2 inside a build output (searched two folders deep). */
@@ -43,7 +63,7 @@ export function basePathFor(settings: Settings, outPath: string): string {
 /** Copy, make read-only, rename: the steps that install one image into the base directory. */
 export function installPlan(settings: Settings, image: string, base: string): Plan {
   const partial = path.join(settings.baseDir, `.${path.basename(base)}.partial-${process.pid}`);
-  const rmPartial: Command = { tool: 'rm', args: ['-f', partial], mutates: true };
+  const rmPartial = removeCommand(partial);
   return {
     title: `install ${image} as ${base}`,
     steps: [
@@ -73,11 +93,16 @@ export function writeBuildRecord(project: Project, name: string, record: BuildRe
 export function readBuildRecord(project: Project, name: string): BuildRecord | undefined {
   const file = recordFile(project, name);
   if (!fs.existsSync(file)) return undefined;
+  let record: Partial<BuildRecord>;
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as BuildRecord;
+    record = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<BuildRecord>;
   } catch {
     throw new BadInputError(`${file} is not valid JSON`, `remove it and run: ivm build ${name}`);
   }
+  if (typeof record?.storePath !== 'string' || typeof record.base !== 'string') {
+    throw new BadInputError(`${file} is not a build record (storePath and base)`, `remove it and run: ivm build ${name}`);
+  }
+  return { storePath: record.storePath, base: record.base };
 }
 
 /** Runs nix build and returns the output path (the last line it printed). */

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
 import { guestfishCommand } from '../host/guestfish.ts';
+import type { Command } from '../host/runner.ts';
 import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
@@ -14,7 +15,7 @@ import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
-import { executePlan, type Plan } from './plan.ts';
+import { executePlan, type Plan, type Step } from './plan.ts';
 import { initVarScript } from './var-disk.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
 
@@ -64,6 +65,21 @@ async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promi
   }
 }
 
+/**
+ * Makes a file under a temporary name and links it to its final name without -f: if something
+ * appeared there meanwhile (or the existence check could not see it, e.g. through HOST_CMD), the
+ * link fails and nothing is overwritten.
+ */
+function newFileSteps(title: string, file: string, make: (file: string) => Command, mode?: string): Step[] {
+  const partial = `${file}.new`;
+  return [
+    { kind: 'run', title, command: make(partial), undo: removeCommand(partial) },
+    ...(mode ? [{ kind: 'run' as const, title: `mode ${mode}`, command: { tool: 'chmod' as const, args: [mode, partial], mutates: true } }] : []),
+    { kind: 'run', title: 'give it its name, never replacing a file', command: { tool: 'ln', args: ['-T', partial, file], mutates: true }, undo: removeCommand(file) },
+    { kind: 'run', title: 'drop the temporary name', command: removeCommand(partial) },
+  ];
+}
+
 /** `pending`: identity files that --dry-run did not write but a real run would have. */
 export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, pending: string[] = []): Plan {
   const { runner, settings } = ctx;
@@ -73,8 +89,9 @@ export function createPlan(ctx: Context, machine: Machine, base: string, paths: 
     title: `create ${machine.name}`,
     steps: [
       { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', settings.vmDir], mutates: true } },
-      { kind: 'run', title: `boot overlay backed by ${base}`, command: createOverlayCommand(base, paths.boot), undo: removeCommand(paths.boot) },
-      { kind: 'run', title: `/var disk of ${machine.meta.varSize}`, command: createDiskCommand(paths.var, machine.meta.varSize), undo: removeCommand(paths.var) },
+      ...newFileSteps(`boot overlay backed by ${base}`, paths.boot, (file) => createOverlayCommand(base, file)),
+      // 0600 before anything is written: the /var disk will hold the host's private key.
+      ...newFileSteps(`/var disk of ${machine.meta.varSize}`, paths.var, (file) => createDiskCommand(file, machine.meta.varSize), '0600'),
       { kind: 'run', title: 'format /var and write the identity (one guestfish session)', command: guestfishCommand(initVarScript(paths.var, sources)) },
       { kind: 'write', title: 'domain XML', path: paths.xml, content: renderDomainXml(machine, machineId, paths, settings) },
       {

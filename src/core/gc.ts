@@ -1,11 +1,14 @@
-// ivm gc: delete the base images nothing uses. A base is kept when any disk in IVM_VM_DIR has it in
-// its backing chain (current and rollback overlays, and disks of VMs ivm does not know), or when it
-// is the latest build of a machine of this project (create --no-build would use it).
+// ivm gc: delete the base images nothing uses. A base is kept when any disk in IVM_VM_DIR (links
+// followed) or any disk of any libvirt domain has it in its backing chain (current and rollback
+// overlays, and disks of VMs ivm does not know), or when it is the latest build of a machine of
+// this project (create --no-build would use it).
 import fs from 'node:fs';
 import path from 'node:path';
 import { RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
 import { backingChain } from '../host/qemu-img.ts';
+import { listDomains, virshCommand } from '../host/virsh.ts';
+import { canonical } from './base-dir.ts';
 import { readBuildRecord } from './base-image.ts';
 import type { Context } from './context.ts';
 import { executePlan } from './plan.ts';
@@ -19,23 +22,35 @@ export interface GcResult {
   removed: { base: string; bytes: number }[];
 }
 
-function realpath(file: string): string {
+/** Regular files in a folder (links followed), or a refusal that says why the folder cannot be read. */
+function filesIn(dir: string, keep: (name: string) => boolean): string[] {
+  if (!fs.existsSync(dir)) return [];
+  let names: string[];
   try {
-    return fs.realpathSync(file);
-  } catch {
-    return path.resolve(file);
+    names = fs.readdirSync(dir);
+  } catch (error) {
+    throw new RefusedError(`cannot list ${dir} (${(error as NodeJS.ErrnoException).code}), so gc deletes nothing`, 'run it as a user who may read the image folders (or as root)');
   }
+  return names
+    .filter(keep)
+    .map((name) => path.join(dir, name))
+    .filter((file) => {
+      try {
+        return fs.statSync(file).isFile();
+      } catch {
+        return false; // a dangling link references nothing
+      }
+    });
 }
 
 export async function collectGarbage(ctx: Context): Promise<GcResult> {
   const { baseDir, vmDir } = ctx.settings;
-  const bases = fs.existsSync(baseDir)
-    ? fs.readdirSync(baseDir, { withFileTypes: true }).filter((e) => e.isFile() && e.name.endsWith('.qcow2') && !e.name.startsWith('.')).map((e) => path.join(baseDir, e.name))
-    : [];
+  const bases = filesIn(baseDir, (name) => name.endsWith('.qcow2') && !name.startsWith('.'));
+  // Every disk that may use a base: the files in IVM_VM_DIR, and the disks of every libvirt domain
+  // wherever they are.
+  const disks = new Set(filesIn(vmDir, (name) => !NOT_DISKS.test(name)));
+  for (const disk of await domainDisks(ctx)) if (fs.existsSync(disk)) disks.add(disk);
   const users = new Map<string, string>();
-  const disks = fs.existsSync(vmDir)
-    ? fs.readdirSync(vmDir, { withFileTypes: true }).filter((e) => e.isFile() && !NOT_DISKS.test(e.name)).map((e) => path.join(vmDir, e.name))
-    : [];
   for (const disk of disks) {
     let chain;
     try {
@@ -43,15 +58,15 @@ export async function collectGarbage(ctx: Context): Promise<GcResult> {
     } catch (error) {
       throw new RefusedError(`cannot read the backing chain of ${disk}, so gc deletes nothing: ${(error as Error).message}`);
     }
-    for (const image of chain.slice(1)) users.set(realpath(image.filename), disk);
+    for (const image of chain.slice(1)) users.set(canonical(image.filename), disk);
   }
   for (const name of machineNames(ctx.project)) {
     const record = readBuildRecord(ctx.project, name);
-    if (record && !users.has(realpath(record.base))) users.set(realpath(record.base), `latest build of ${name}`);
+    if (record && !users.has(canonical(record.base))) users.set(canonical(record.base), `latest build of ${name}`);
   }
   const result: GcResult = { kept: [], removed: [] };
   for (const base of bases) {
-    const user = users.get(realpath(base));
+    const user = users.get(canonical(base));
     if (user) result.kept.push({ base, why: user });
     else result.removed.push({ base, bytes: fs.statSync(base).blocks * 512 });
   }
@@ -63,4 +78,17 @@ export async function collectGarbage(ctx: Context): Promise<GcResult> {
     );
   }
   return result;
+}
+
+/** The file-backed disks of every libvirt domain (one `virsh list`, then one `domblklist` each). */
+async function domainDisks(ctx: Context): Promise<string[]> {
+  const disks: string[] = [];
+  for (const domain of (await listDomains(ctx.runner)).keys()) {
+    const result = await ctx.runner.run(virshCommand(ctx.runner, ['domblklist', '--details', domain], false));
+    for (const line of result.stdout.split('\n').slice(2)) {
+      const [type, , , source] = line.trim().split(/\s+/);
+      if (type === 'file' && source && source !== '-') disks.push(source);
+    }
+  }
+  return disks;
 }

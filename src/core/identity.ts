@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BadInputError } from '../errors.ts';
+import { BadInputError, RefusedError } from '../errors.ts';
 import type { Context } from './context.ts';
 import { IDENTITY_FILES, KNOWN_HOSTS_FILE } from './identity-files.ts';
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
@@ -97,6 +97,21 @@ export function identitySources(dir: string, pending: string[] = []): IdentitySo
     else if (file.kind === 'generated') throw new BadInputError(`${local} is missing`, `run: ivm identity ${path.basename(dir)}`);
   }
   return sources;
+}
+
+/**
+ * The machine-id, after checking that every generated identity file is there. For operations on an
+ * existing VM, whose identity is on its /var disk: generating a missing file would replace it.
+ */
+export function requireIdentity(dir: string, name: string): string {
+  const missing = IDENTITY_FILES.filter((f) => f.kind === 'generated' && !fs.existsSync(path.join(dir, f.name))).map((f) => f.name);
+  if (missing.length > 0) {
+    throw new RefusedError(
+      `${dir} lacks ${missing.join(', ')}: the VM's identity is on its /var disk, and a new file would replace it there; nothing was changed`,
+      `restore the files (from a backup, or from the disk with guestfish --ro), or start afresh with: ivm recreate ${name}`,
+    );
+  }
+  return machineIdFrom(dir);
 }
 
 export function machineIdFrom(dir: string): string {

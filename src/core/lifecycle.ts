@@ -1,13 +1,14 @@
 // start, stop, console, destroy, define, list: a VM's life through virsh.
 import fs from 'node:fs';
+import path from 'node:path';
 import { IvmError, RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
-import { domainState, listDomains, virshCommand } from '../host/virsh.ts';
+import { listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
-import { domainStateOrRefuse, waitForShutOff } from './running.ts';
+import { domainStateOrRefuse, isRunning, ownDomainState, waitForShutOff } from './running.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
-import { loadMachine } from './machine.ts';
+import { loadMachine, machineDir } from './machine.ts';
 import { validateMachineName } from './names.ts';
 import { executePlan, type Plan, type Step } from './plan.ts';
 import { machineNames } from './project.ts';
@@ -47,12 +48,25 @@ export async function consoleVm(ctx: Context, name: string): Promise<void> {
 }
 
 /** Undefines the domain and removes its boot overlay; the /var disk only with deleteVar. */
-export async function destroyVm(ctx: Context, name: string, options: { deleteVar: boolean; quietIfAbsent?: boolean }): Promise<void> {
-  validateMachineName(name);
+export async function destroyVm(
+  ctx: Context,
+  name: string,
+  options: { deleteVar: boolean; force: boolean; quietIfAbsent?: boolean },
+): Promise<void> {
+  // Only this project's machines: a VM of the same name made otherwise is never touched.
+  const dir = machineDir(ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  const state = await domainState(ctx.runner, name);
+  if (!fs.existsSync(path.join(dir, 'machine-id'))) {
+    if (options.quietIfAbsent) return;
+    throw new RefusedError(`machines/${name}/ has no machine-id: no VM was made of it here, so nothing of it is destroyed`);
+  }
+  const found = await ownDomainState(ctx, name, machineIdFrom(dir));
+  const state = found === 'undefined' ? undefined : found;
+  if (state !== undefined && isRunning(state) && !options.force) {
+    throw new RefusedError(`${name} is ${state}`, `stop it first (ivm stop ${name}), or add --force to power it off`);
+  }
   const steps: Step[] = [];
-  if (state !== undefined && state !== 'shut off') {
+  if (state !== undefined && isRunning(state)) {
     steps.push({ kind: 'run', title: 'power off', command: virshCommand(ctx.runner, ['destroy', name], true) });
   }
   if (state !== undefined) {

@@ -23,7 +23,7 @@ export async function recreateVm(ctx: Context, name: string, options: RecreateOp
   // Build first: a failing build must not leave the user without a VM.
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
   if (ctx.runner.dryRun) ctx.say(`# recreate ${name}: destroy (with its /var disk), then create`);
-  await destroyVm(ctx, name, { deleteVar: true, quietIfAbsent: true });
+  await destroyVm(ctx, name, { deleteVar: true, force: true, quietIfAbsent: true });
   await createVm(ctx, name, { build: false, start: options.start, base, replacing: true });
 }
 

@@ -3,10 +3,40 @@
 import { IvmError, RefusedError } from '../errors.ts';
 import { domainState, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
+import { domainUuid } from './identity.ts';
 
 export async function domainStateOrRefuse(ctx: Context, name: string): Promise<string> {
   const state = await domainState(ctx.runner, name);
-  if (state === undefined) throw new RefusedError(`${name} is not defined in libvirt (${ctx.settings.libvirtUri})`, `create it: ivm create ${name}`);
+  if (state === undefined) {
+    throw new RefusedError(
+      `${name} is not defined in libvirt (${ctx.settings.libvirtUri})`,
+      `create it (ivm create ${name}), or, if its /var disk was kept by ivm destroy, bring it back: ivm upgrade ${name}`,
+    );
+  }
+  return state;
+}
+
+/** Anything but shut off (running, paused, in shutdown, ...) counts as running: its disks are in use. */
+export function isRunning(state: string): boolean {
+  return state !== 'shut off' && state !== 'undefined';
+}
+
+/**
+ * The domain's state ("undefined" when there is none), after checking that a domain of this name is
+ * this machine's: its uuid derives from the machine-id. A VM of the same name made by other means,
+ * or by another project, is never changed.
+ */
+export async function ownDomainState(ctx: Context, name: string, machineId: string): Promise<string> {
+  const state = await domainState(ctx.runner, name);
+  if (state === undefined) return 'undefined';
+  const result = await ctx.runner.run(virshCommand(ctx.runner, ['domuuid', name], false));
+  const uuid = result.stdout.trim();
+  if (uuid !== domainUuid(machineId)) {
+    throw new RefusedError(
+      `the libvirt domain ${name} (uuid ${uuid}) is not this project's machine ${name} (whose uuid is ${domainUuid(machineId)}): nothing was changed`,
+      'a VM of that name was made by other means or from another checkout; rename one of them',
+    );
+  }
   return state;
 }
 

@@ -47,8 +47,13 @@ export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   else if (state !== 'shut off' && state !== 'undefined') detail = `the VM is ${state}: guestfish never opens a running VM's disks`;
   else {
     const session = await openVarDisk(ctx.runner, paths.var, { write: false });
-    const diff = diffIdentity(sources, await readDiskIdentity(session));
-    await session.close();
+    let diff;
+    try {
+      diff = diffIdentity(sources, await readDiskIdentity(session));
+      await session.close();
+    } finally {
+      session.abort();
+    }
     sync = isInSync(diff) ? 'in sync' : 'differs';
     detail = isInSync(diff) ? `machines/${name}/ and /var/identity agree` : `upgrade would: ${describeDiff(diff)}`;
   }

@@ -2,19 +2,19 @@
 // Its /var data is never touched: only /identity on the /var filesystem changes.
 import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
-import { domainState, virshCommand } from '../host/virsh.ts';
+import { virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
 import { backingOf, switchBaseSteps } from './boot-overlay.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
+import { identitySources, requireIdentity, type IdentitySource } from './identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from './identity-sync.ts';
-import { domainStateOrRefuse, stopForChange } from './running.ts';
-import { loadMachine } from './machine.ts';
+import { domainStateOrRefuse, isRunning, ownDomainState, stopForChange } from './running.ts';
+import { loadMachine, type Machine } from './machine.ts';
 import { executePlan, type Step } from './plan.ts';
-import { vmPaths } from './vm-paths.ts';
+import { vmPaths, type VmPaths } from './vm-paths.ts';
 
 export interface UpgradeOptions {
   build: boolean;
@@ -25,55 +25,88 @@ export interface UpgradeOptions {
 export async function upgradeVm(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  // A VM destroyed with its /var kept has no domain: upgrade brings it back on that /var.
-  const state = (await domainState(ctx.runner, name)) ?? 'undefined';
+  // Never generate identity here: the VM's identity is on its /var disk, and a new file would
+  // replace it there. Everything local is checked before guestfish opens anything.
+  const machineId = requireIdentity(machine.dir, name);
+  const sources = identitySources(machine.dir);
   if (!fs.existsSync(paths.var)) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
-  const running = state !== 'shut off' && state !== 'undefined';
-  if (running && !options.restart) {
-    throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
-  }
-  const written = ensureIdentity(ctx, machine.dir, name);
+  const refuseRunning = (state: string) => {
+    if (isRunning(state) && !options.restart) {
+      throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
+    }
+  };
+  refuseRunning(await ownDomainState(ctx, name, machineId));
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
   requireBaseInBaseDir(ctx.settings, base);
+  // Asked again after the build, which may take long: the VM may have been started meanwhile.
+  const state = await ownDomainState(ctx, name, machineId);
+  refuseRunning(state);
+  const running = isRunning(state);
+  if (running) await stopForChange(ctx, name, options.timeoutSeconds);
+  try {
+    await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, wasRunning: running });
+  } finally {
+    // --restart: the VM runs again whatever happened (every step leaves it bootable).
+    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  }
+  if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
+}
+
+interface UpgradeTarget {
+  name: string;
+  machine: Machine;
+  machineId: string;
+  sources: IdentitySource[];
+  paths: VmPaths;
+  base: string;
+  state: string;
+  wasRunning: boolean;
+}
+
+async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void> {
+  const { name, machine, machineId, sources, paths, base, state } = target;
   const current = await backingOf(ctx.runner, paths.boot);
   const baseChanges = current !== base;
-
-  if (running) await stopForChange(ctx, name, options.timeoutSeconds);
-  const sources = identitySources(machine.dir, ctx.runner.dryRun ? written.map((w) => w.name) : []);
   let session: Session | undefined;
   let sync: string[] = [];
   let identityLine: string;
-  if (running && ctx.runner.dryRun) {
-    identityLine = 'not read (the VM is running; it is compared after the shutdown)';
-  } else {
-    session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
-    const diff = diffIdentity(sources, await readDiskIdentity(session));
-    identityLine = describeDiff(diff);
-    sync = isInSync(diff) ? [] : syncScript(sources, diff);
-  }
-  const placeholderId = ctx.runner.dryRun && written.some((w) => w.name === 'machine-id');
-  const xml = renderDomainXml(machine, placeholderId ? '0'.repeat(32) : machineIdFrom(machine.dir), paths, ctx.settings);
-  const xmlChanges = state === 'undefined' || !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
+  try {
+    if (target.wasRunning && ctx.runner.dryRun) {
+      identityLine = 'not read (the VM is running; it is compared after the shutdown)';
+    } else {
+      session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
+      const diff = diffIdentity(sources, await readDiskIdentity(session));
+      if (diff.changed.includes('machine-id')) {
+        throw new RefusedError(
+          `the /var disk ${paths.var} holds another machine-id than machines/${name}/machine-id: it is not this machine's disk, or the file was replaced; nothing was changed`,
+          `restore machines/${name}/machine-id from the disk (guestfish --ro -a ${paths.var} -m /dev/sda cat /identity/machine-id), or start afresh with ivm recreate ${name}`,
+        );
+      }
+      identityLine = describeDiff(diff);
+      sync = isInSync(diff) ? [] : syncScript(sources, diff);
+    }
+    const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
+    const xmlChanges = state === 'undefined' || !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
 
-  ctx.say(`upgrade ${name}:`);
-  ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
-  ctx.say(`  identity: ${identityLine}`);
-  if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
-  if (!baseChanges && sync.length === 0 && !xmlChanges) {
-    await session?.close();
-    ctx.say(`${name} is up to date: nothing changed`);
-    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-    return;
+    ctx.say(`upgrade ${name}:`);
+    ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
+    ctx.say(`  identity: ${identityLine}`);
+    if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
+    if (!baseChanges && sync.length === 0 && !xmlChanges) {
+      await session?.close();
+      ctx.say(`${name} is up to date: nothing changed`);
+      return;
+    }
+    if (session) {
+      if (sync.length > 0) await session.send(sync, { mutates: true });
+      await session.close();
+    }
+    const steps: Step[] = baseChanges ? switchBaseSteps(paths, base) : [];
+    steps.push(...redefineSteps(ctx, paths.xml, xml));
+    await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
+  } finally {
+    session?.abort();
   }
-  if (session) {
-    if (sync.length > 0) await session.send(sync, { mutates: true });
-    await session.close();
-  }
-  const steps: Step[] = baseChanges ? switchBaseSteps(paths, base) : [];
-  steps.push(...redefineSteps(ctx, paths.xml, xml));
-  await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
-  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-  if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
 }
 
 function redefineSteps(ctx: Context, xmlPath: string, xml: string): Step[] {
@@ -87,22 +120,27 @@ function redefineSteps(ctx: Context, xmlPath: string, xml: string): Step[] {
 export async function rollbackVm(ctx: Context, name: string, options: { restart: boolean; timeoutSeconds: number }): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  const state = await domainStateOrRefuse(ctx, name);
+  const machineId = requireIdentity(machine.dir, name);
+  await domainStateOrRefuse(ctx, name);
+  const state = await ownDomainState(ctx, name, machineId);
   const previous = await backingOf(ctx.runner, paths.bootPrevious);
   if (previous === undefined) throw new RefusedError(`${name} has no previous base to roll back to (no ${paths.bootPrevious})`);
   if (!fs.existsSync(previous)) {
     throw new RefusedError(`the previous base of ${name} is gone: ${previous}`, 'a base removed by hand (or by another tool) cannot be rolled back to');
   }
   requireBaseInBaseDir(ctx.settings, previous);
-  const running = state !== 'shut off';
+  const running = isRunning(state);
   if (running && !options.restart) {
     throw new RefusedError(`${name} is ${state}: rollback changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
   }
   const current = await backingOf(ctx.runner, paths.boot);
   if (running) await stopForChange(ctx, name, options.timeoutSeconds);
   ctx.say(`rollback ${name}:\n  base: ${current ?? '(no boot overlay)'} -> ${previous}`);
-  const xml = renderDomainXml(machine, machineIdFrom(machine.dir), paths, ctx.settings);
-  await executePlan(ctx.runner, { title: `rollback ${name}`, steps: [...switchBaseSteps(paths, previous), ...redefineSteps(ctx, paths.xml, xml)] }, ctx.say);
-  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
+  try {
+    await executePlan(ctx.runner, { title: `rollback ${name}`, steps: [...switchBaseSteps(paths, previous), ...redefineSteps(ctx, paths.xml, xml)] }, ctx.say);
+  } finally {
+    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  }
   if (!ctx.runner.dryRun) ctx.say(`rolled back ${name}`);
 }

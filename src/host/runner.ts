@@ -56,14 +56,22 @@ export class Runner {
   argv(command: Command): string[] {
     const spec = TOOLS[command.tool];
     const override = spec.variable ? this.settings.overrides[spec.variable] : undefined;
-    if (override) return [...override, ...command.args];
+    if (override) {
+      // GUESTFISH="sudo guestfish": the words before the program are a prefix that may drop the
+      // environment, so the LIBGUESTFS_* variables are named on the command line before it.
+      if (command.tool === 'guestfish' && override.length > 1) {
+        return [...override.slice(0, -1), ...this.guestfsEnvWords(), override[override.length - 1]!, ...command.args];
+      }
+      return [...override, ...command.args];
+    }
     const prefix = [...this.settings.hostCmd, ...(spec.root ? this.settings.sudo : [])];
     // sudo and host-spawn do not pass the environment on: name the guestfish variables on the command line.
-    const env =
-      command.tool === 'guestfish' && prefix.length > 0
-        ? ['env', ...Object.entries(this.settings.guestfsEnv).map(([k, v]) => `${k}=${v}`)]
-        : [];
+    const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : [];
     return [...prefix, ...env, spec.program, ...command.args];
+  }
+
+  private guestfsEnvWords(): string[] {
+    return ['env', ...Object.entries(this.settings.guestfsEnv).map(([k, v]) => `${k}=${v}`)];
   }
 
   /** The command as a line a user could paste into a shell. */
@@ -113,7 +121,9 @@ export class Runner {
     const stderr = typeof result.stderr === 'string' ? result.stderr : '';
     const exitCode = result.exitCode ?? 1;
     const program = TOOLS[command.tool].program;
-    if (exitCode !== 0 && (exitCode === 127 || saysNotFound(stderr, program))) {
+    // Only a prefix's own words (sudo, env) mean "not installed": a bare 127 may be the program's
+    // own exit code (ssh returns the remote command's).
+    if (exitCode !== 0 && saysNotFound(stderr, program)) {
       throw new ToolMissingError(program, TOOLS[command.tool].packages);
     }
     if (exitCode !== 0 && command.tool === 'virsh' && VIRSH_UNREACHABLE.test(stderr)) {
@@ -227,6 +237,13 @@ export class Session {
     }
   }
 
+  /** Stops the program if it still runs (after an error): the disk it holds is released. */
+  abort(): void {
+    if (this.exited) return;
+    this.child.stdin?.end();
+    this.child.kill('SIGTERM');
+  }
+
   /** Ends the session (closing its input) and checks that the program exited cleanly. */
   async close(): Promise<void> {
     this.child.stdin?.end();
@@ -252,7 +269,8 @@ function lastErrorLine(stderr: string): string {
 /** sudo and env report a missing program on their first line of stderr. */
 function saysNotFound(stderr: string, program: string): boolean {
   const head = stderr.split('\n').slice(0, 3).join('\n');
-  return head.includes(`${program}: command not found`) || head.includes(`'${program}': No such file or directory`);
+  const name = program.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`[‘'"]?${name}[’'"]?: (command not found|No such file or directory)`).test(head);
 }
 
 export function lastLines(text: string, n: number): string {

@@ -1,7 +1,7 @@
 // A throw-away ivm project for end-to-end tests: machines/ in a scratch folder, the stand-in nix
 // (test/support/standin-nix: fakes `nix build` only, see its header) and base/VM folders of its own,
 // and a way to run the real CLI (bin/ivm.js) in it.
-import { execa } from 'execa';
+import { execa, execaSync } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { makeScratchDir } from './libvirt.ts';
@@ -37,6 +37,8 @@ export async function makeTestProject(prefix = 'ivm-e2e-'): Promise<TestProject>
   const vmDir = path.join(root, 'images');
   fs.mkdirSync(path.join(root, 'machines'), { recursive: true });
   fs.writeFileSync(path.join(root, 'flake.nix'), '# placeholder: the stand-in nix never evaluates it\n{ outputs = _: { }; }\n');
+  // A git work tree, as ivm build requires (so that nix never copies git-ignored keys to the store).
+  execaSync('git', ['init', '-q', root]);
   const env: Record<string, string> = {
     NIX: standinNix,
     IVM_BASE_DIR: baseDir,
