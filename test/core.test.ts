@@ -54,7 +54,9 @@ describe('machine names', () => {
 describe('identity', () => {
   it('derives a stable uuid and MAC from the machine-id', () => {
     const id = '0123456789abcdef0123456789abcdef';
-    expect(domainUuid(id)).toBe(domainUuid(id));
+    // Fixed values: a change here would give every existing VM a new uuid and MAC on its next define.
+    expect(domainUuid(id)).toBe('18405d89-7e6b-40e9-86cf-6557f7f50c91');
+    expect(macAddress(id)).toBe('52:54:00:a9:55:69');
     expect(domainUuid(id)).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(domainUuid(id)).not.toBe(domainUuid(id.replace('0', '1')));
     expect(macAddress(id)).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);

@@ -132,21 +132,21 @@ describe('runner execution (real processes)', () => {
     }
   });
 
-  describe('sessions (one process, several batches; /bin/sh stands in for guestfish: same line protocol)', () => {
-    it('answers each batch, prints change batches under --dry-run, and reports how the program ended', async () => {
-      const { r, printed, echoed } = runner({ GUESTFISH: '/bin/sh' }, { dryRun: true });
-      const session = r.startSession({ tool: 'guestfish', args: [], mutates: false });
+  describe('sessions: one guestfish process, several batches (no appliance: echo and errors need no launch)', () => {
+    it('answers each batch, prints change batches under --dry-run, and reports how guestfish ended', async () => {
+      const { r, printed, echoed } = runner({}, { dryRun: true });
+      const session = r.startSession({ tool: 'guestfish', args: ['--no-progress-bars'], mutates: false });
       expect(await session.send(['echo one', 'echo two'])).toBe('one\ntwo\n');
-      expect(await session.send(['touch /nonexistent/never'], { mutates: true })).toBe('');
-      expect(printed).toEqual([`/bin/sh <<'IVM_EOF'\ntouch /nonexistent/never\nIVM_EOF`]);
-      expect(echoed).toEqual(['/bin/sh (session)', 'guestfish> echo one', 'guestfish> echo two']);
+      expect(await session.send(['mkdir /never'], { mutates: true })).toBe('');
+      expect(printed).toEqual([`guestfish --no-progress-bars <<'IVM_EOF'\necho one\necho two\nmkdir /never\nIVM_EOF`]);
+      expect(echoed).toEqual(['guestfish --no-progress-bars (session)', 'guestfish> echo one', 'guestfish> echo two']);
       expect(await session.send(['echo three'])).toBe('three\n');
       await session.close();
 
-      const failing = runner({ GUESTFISH: '/bin/sh' }).r.startSession({ tool: 'guestfish', args: [], mutates: false });
-      const error = await failing.send(['echo oops >&2', 'exit 3']).catch((e) => e);
+      const failing = runner({}).r.startSession({ tool: 'guestfish', args: ['--no-progress-bars'], mutates: false });
+      const error = await failing.send(['cat /etc/hostname']).catch((e) => e);
       expect(error).toBeInstanceOf(CommandFailedError);
-      expect(error.message).toBe('command failed (exit 3): /bin/sh\n  oops');
+      expect(error.message).toMatch(/^command failed \(exit 1\): guestfish --no-progress-bars\n  .*call launch before using this function/);
     });
 
     it('says which package provides a missing program', async () => {

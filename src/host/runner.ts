@@ -155,9 +155,10 @@ export class Runner {
   }
 
   /** Used by Session: a change batch under --dry-run is printed, otherwise counted and echoed. */
-  sessionBatch(command: Command, lines: string[], mutates: boolean): 'print' | 'send' {
+  sessionBatch(command: Command, lines: string[], mutates: boolean, sentBefore: string[]): 'print' | 'send' {
     if (mutates && this.dryRun) {
-      this.print(withHereDoc(shellLine(this.argv(command)), lines.join('\n')));
+      // With what the session ran before (open, mount, reads), so that the printed script runs as is.
+      this.print(withHereDoc(shellLine(this.argv(command)), [...sentBefore, ...lines].join('\n')));
       return 'print';
     }
     if (mutates) this.beforeMutation();
@@ -188,6 +189,7 @@ type Child = ReturnType<typeof execa>;
 /** A running program fed batches of commands; see Runner.startSession. */
 export class Session {
   private output = '';
+  private readonly sent: string[] = [];
   private exited = false;
   private counter = 0;
   private readonly done: Promise<{ exitCode?: number; stderr?: unknown }>;
@@ -221,7 +223,8 @@ export class Session {
 
   /** Sends a batch and returns what the program printed for it. */
   async send(lines: string[], options: { mutates: boolean } = { mutates: false }): Promise<string> {
-    if (this.runner.sessionBatch(this.command, lines, options.mutates) === 'print') return '';
+    if (this.runner.sessionBatch(this.command, lines, options.mutates, this.sent) === 'print') return '';
+    this.sent.push(...lines);
     const marker = `::ivm-batch-${++this.counter}::`;
     this.output = '';
     this.child.stdin?.write(`${[...lines, `echo ${marker}`].join('\n')}\n`);
