@@ -2,6 +2,7 @@
 // and nothing left behind. No guestfish launch and no boot here (they fail before or without one),
 // except the qemu-img failure, which happens before guestfish runs.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureLibvirt } from './support/libvirt.ts';
@@ -95,6 +96,27 @@ describe('bad input gets a clear error and exit code', () => {
     // the base it installed stays for the next try; the identity it generated stays in machines/
     expect(fs.readdirSync(project.baseDir).filter((f) => f.endsWith('.qcow2'))).toHaveLength(1);
     expect(fs.existsSync(path.join(project.root, 'machines', 'qfail', 'machine-id'))).toBe(true);
+  });
+
+  it('destroys only machines of this project that have a VM', async () => {
+    expectClean(await project.ivm(['destroy', 'nosuch', '--delete-var']), 2, /unknown machine "nosuch"/);
+    expectClean(await project.ivm(['destroy', 'good']), 3, /has no machine-id: no VM was made of it here/);
+  });
+
+  it('xml of every machine skips those without identity, saying so', async () => {
+    const result = await project.ivm(['xml']);
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stderr).toContain('skipped good: no identity yet (ivm identity good)');
+  });
+
+  it('refuses to build a project outside git: nix would copy the host keys into the store', async () => {
+    const bare = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-nogit-'));
+    fs.writeFileSync(path.join(bare, 'flake.nix'), '{ outputs = _: { }; }\n');
+    fs.mkdirSync(path.join(bare, 'machines', 'm'), { recursive: true });
+    fs.writeFileSync(path.join(bare, 'machines', 'm', 'meta.nix'), testMeta());
+    const result = await project.ivm(['build', 'm'], { IVM_ROOT: bare });
+    expectClean(result, 3, /is not in a git work tree: nix would copy the whole folder, host private keys included/);
+    fs.rmSync(bare, { recursive: true, force: true });
   });
 
   it('never overwrites an existing identity file', async () => {

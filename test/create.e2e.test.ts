@@ -81,6 +81,11 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     expect(log.bootCount).toBe(1);
   });
 
+  it('made the /var disk (which holds the host key) readable by root only', () => {
+    expect(fs.statSync(path.join(project.vmDir, `${NAME}-var.qcow2`)).mode & 0o777).toBe(0o600);
+    expect(fs.readdirSync(project.vmDir).filter((f) => f.endsWith('.new'))).toEqual([]);
+  });
+
   it('left the base image unchanged, read-only, and the overlay backed by it', async () => {
     const { stdout } = await execa('qemu-img', ['info', '--output=json', '-U', path.join(project.vmDir, `${NAME}-boot.qcow2`)]);
     expect(JSON.parse(stdout)['backing-filename']).toBe(base);

@@ -41,7 +41,9 @@ describe('Justfile', () => {
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toContain(`build --extra-experimental-features 'nix-command flakes' 'git+file://${repoRoot}#nixosConfigurations.web.config.system.build.ivmImage'`);
     expect(result.stdout).toContain('qemu-img create -q -f qcow2 -b');
-    expect(result.stdout).toContain('/nonexistent/ivm-images/web-var.qcow2 20G');
+    expect(result.stdout).toContain('/nonexistent/ivm-images/web-var.qcow2.new 20G');
+    expect(result.stdout).toContain('chmod 0600 /nonexistent/ivm-images/web-var.qcow2.new');
+    expect(result.stdout).toContain('ln -T /nonexistent/ivm-images/web-var.qcow2.new /nonexistent/ivm-images/web-var.qcow2');
     expect(result.stdout).toContain('upload');
     expect(result.stdout).toMatch(/virsh -c qemu:\/\/\/system define .*libvirt\/web\.xml/);
     expect(fs.readdirSync(path.join(repoRoot, 'machines', 'web')).sort()).toEqual(before);
@@ -54,5 +56,17 @@ describe('Justfile', () => {
     const verbose = await runJust(['create-vm', 'web', '--dry-run', '--verbose'], { HOST_CMD: 'env', SUDO: '', NIX: '', VIRSH: '' });
     expect(verbose.stderr).toMatch(/^\+ env nix eval /m);
     expect(verbose.stderr).toMatch(/^\+ env virsh -c qemu:\/\/\/system list --all$/m);
+  });
+
+  it('with SUDO=sudo (real sudo, which drops the environment) guestfish still gets the LIBGUESTFS_* variables', async () => {
+    const result = await runJust(['create-vm', 'web', '--dry-run'], {
+      SUDO: 'sudo',
+      NIX: standinNix,
+      IVM_STANDIN_OUT: '/nonexistent',
+      LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg',
+    });
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/^sudo env LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg guestfish --no-progress-bars <<'IVM_EOF'$/m);
+    expect(result.stdout).toMatch(/^sudo virsh -c qemu:\/\/\/system define /m);
   });
 });

@@ -122,6 +122,35 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     expect(await sha256File(varDisk)).toBe(varSha); // not even a mount count changed
   });
 
+  it('never regenerates identity, and never touches a domain that is not this machine\'s', async () => {
+    const idFile = path.join(dir, 'machine-id');
+    const realId = fs.readFileSync(idFile, 'utf8');
+    const varSha = await sha256File(varDisk);
+    fs.renameSync(idFile, `${idFile}.away`);
+    try {
+      const missing = await project.ivm(['--verbose', 'upgrade', NAME, '--no-build']);
+      expect(missing.exitCode).toBe(3);
+      expect(missing.stderr).toMatch(/lacks machine-id: the VM's identity is on its \/var disk/);
+      expect(guestfishLaunches(missing.stderr)).toBe(0);
+      expect(fs.existsSync(idFile)).toBe(false);
+    } finally {
+      fs.renameSync(`${idFile}.away`, idFile);
+    }
+    fs.writeFileSync(idFile, 'fedcba9876543210fedcba9876543210\n');
+    try {
+      for (const args of [['upgrade', NAME, '--no-build'], ['rollback', NAME], ['destroy', NAME]]) {
+        const other = await project.ivm(['--verbose', ...args]);
+        expect(other.exitCode, args.join(' ')).toBe(3);
+        expect(other.stderr).toMatch(/is not this project's machine/);
+        expect(guestfishLaunches(other.stderr)).toBe(0);
+      }
+    } finally {
+      fs.writeFileSync(idFile, realId);
+    }
+    expect(await sha256File(varDisk)).toBe(varSha);
+    expect(await domainState(NAME)).toBe('shut off');
+  });
+
   it('reports status: bases, disks and identity in sync', async () => {
     const status = await project.ivm(['status', NAME, '--json']);
     expect(status.exitCode, status.stderr).toBe(0);
@@ -172,6 +201,12 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     fs.copyFileSync(baseA, orphan);
     fs.copyFileSync(baseA, foreignBase);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', foreignBase, '-F', 'qcow2', path.join(project.vmDir, 'not-ivm.img')]);
+    // A disk kept elsewhere and linked into IVM_VM_DIR protects its base too.
+    const linkedBase = path.join(project.baseDir, 'linked-base.qcow2');
+    fs.copyFileSync(baseA, linkedBase);
+    const elsewhere = path.join(project.root, 'elsewhere.qcow2');
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', linkedBase, '-F', 'qcow2', elsewhere]);
+    fs.symlinkSync(elsewhere, path.join(project.vmDir, 'linked.qcow2'));
     const dry = await project.ivm(['--dry-run', 'gc']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`would remove ${orphan} \\(\\d+ bytes\\)`));
@@ -180,7 +215,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const gc = await project.ivm(['gc']);
     expect(gc.exitCode, gc.stderr).toBe(0);
     expect(fs.existsSync(orphan)).toBe(false);
-    for (const kept of [baseA, baseB, foreignBase]) expect(fs.existsSync(kept), kept).toBe(true);
+    for (const kept of [baseA, baseB, foreignBase, linkedBase]) expect(fs.existsSync(kept), kept).toBe(true);
     expect(gc.stdout).toContain(`kept ${foreignBase} (used by ${path.join(project.vmDir, 'not-ivm.img')})`);
     const again = await project.ivm(['gc']);
     expect(again.stdout).toContain('nothing to remove');
@@ -206,6 +241,10 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const slow = await project.ivm(['stop', NAME, '--timeout', '1']);
     expect(slow.exitCode).toBe(1);
     expect(slow.stderr).toMatch(/did not shut down within 1 s\nhint: .*ivm stop --force/);
+    const busy = await project.ivm(['destroy', NAME]);
+    expect(busy.exitCode).toBe(3);
+    expect(busy.stderr).toMatch(/is running\nhint: stop it first .*--force/);
+    expect(await domainState(NAME)).toBe('running');
     const forced = await project.ivm(['stop', '--force', NAME]);
     expect(forced.exitCode, forced.stderr).toBe(0);
     expect(await domainState(NAME)).toBe('shut off');

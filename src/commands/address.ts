@@ -4,12 +4,9 @@ import { findAddress, loadTarget } from '../core/address.ts';
 import { parseIpv4 } from '../core/cidr.ts';
 import { sshVm, waitVm } from '../core/ssh.ts';
 import { hostContextOf } from './host-context.ts';
+import { wholeSeconds } from './options.ts';
 
-function seconds(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('a whole number of seconds');
-  return n;
-}
+const seconds = wholeSeconds(0);
 
 function port(value: string): number {
   const n = Number(value);

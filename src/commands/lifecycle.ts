@@ -1,13 +1,10 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { wholeSeconds } from './options.ts';
 import type { ContextFactory } from '../cli.ts';
 import { consoleVm, destroyVm, startVm, stopVm } from '../core/lifecycle.ts';
 
 /** Parses a --timeout value. */
-export function seconds(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('a whole number of seconds');
-  return n;
-}
+export const seconds = wholeSeconds(1);
 
 export function registerLifecycle(program: Command, context: ContextFactory): void {
   program

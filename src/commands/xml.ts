@@ -9,13 +9,19 @@ import path from 'node:path';
 export function registerXml(program: Command, context: ContextFactory): void {
   program
     .command('xml')
-    .argument('[names...]', 'machine names (default: every machine)')
+    .argument('[names...]', 'machine names (default: every machine that has its identity)')
     .description('print the libvirt domain XML of machines, or write it to libvirt/<name>.xml with --write')
     .option('-w, --write', 'write libvirt/<name>.xml instead of printing')
     .action(async (names: string[], options: { write?: boolean }) => {
       const ctx = context();
-      const targets = names.length > 0 ? names : machineNames(ctx.project);
+      const all = names.length === 0;
+      const targets = all ? machineNames(ctx.project) : names;
       for (const name of targets) {
+        // Every machine: those without identity yet have no uuid or MAC to render; say so, go on.
+        if (all && !fs.existsSync(path.join(ctx.project.machinesDir, name, 'machine-id'))) {
+          process.stderr.write(`skipped ${name}: no identity yet (ivm identity ${name})\n`);
+          continue;
+        }
         const xml = await renderXml(ctx, name);
         if (!options.write) {
           process.stdout.write(xml);

@@ -10,6 +10,7 @@ import type { HostContext } from './host-context.ts';
 import { requireProject } from './host-context.ts';
 import { machineIdFrom, macAddress } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
+import { sleep } from './running.ts';
 
 export type AddressSource = 'agent' | 'lease' | 'arp';
 
@@ -99,7 +100,6 @@ export async function lookupOnce(ctx: HostContext, target: Target, running: bool
   return undefined;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Polls the sources until an address turns up or waitSeconds pass (0: one round). */
 export async function findAddress(ctx: HostContext, target: Target, waitSeconds: number): Promise<FoundAddress> {

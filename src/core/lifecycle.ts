@@ -1,11 +1,11 @@
 // start, stop, console, destroy, define, list: a VM's life through virsh.
 import fs from 'node:fs';
 import path from 'node:path';
-import { IvmError, RefusedError } from '../errors.ts';
+import { RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
-import { domainStateOrRefuse, isRunning, ownDomainState, waitForShutOff } from './running.ts';
+import { domainStateOrRefuse, isRunning, ownDomainState, shutDown } from './running.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
 import { loadMachine, machineDir } from './machine.ts';
@@ -31,14 +31,8 @@ export async function stopVm(ctx: Context, name: string, options: { force: boole
     if (!ctx.runner.dryRun) ctx.say(`${name} powered off`);
     return;
   }
-  await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
-  if (ctx.runner.dryRun) return;
-  if (!(await waitForShutOff(ctx, name, options.timeoutSeconds))) {
-    throw new IvmError(`${name} did not shut down within ${options.timeoutSeconds} s`, {
-      hint: `wait longer (--timeout), or power it off: ivm stop --force ${name}`,
-    });
-  }
-  ctx.say(`${name} shut off`);
+  await shutDown(ctx, name, options.timeoutSeconds, `wait longer (--timeout), or power it off: ivm stop --force ${name}`, false);
+  if (!ctx.runner.dryRun) ctx.say(`${name} shut off`);
 }
 
 export async function consoleVm(ctx: Context, name: string): Promise<void> {

@@ -40,16 +40,24 @@ export async function ownDomainState(ctx: Context, name: string, machineId: stri
   return state;
 }
 
-/** Graceful shutdown, waiting up to the timeout; nothing else is changed if it does not stop. */
-export async function stopForChange(ctx: Context, name: string, timeoutSeconds: number): Promise<void> {
+/**
+ * Graceful shutdown, waiting up to the timeout. `hint` says what to do when it does not come: for a
+ * change (upgrade, rollback) nothing else has been done at that point.
+ */
+export async function shutDown(ctx: Context, name: string, timeoutSeconds: number, hint: string, forChange = true): Promise<void> {
   await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
   if (ctx.runner.dryRun) return;
   if (!(await waitForShutOff(ctx, name, timeoutSeconds))) {
-    throw new IvmError(`${name} did not shut down within ${timeoutSeconds} s; nothing was changed`, {
-      hint: `stop it yourself (ivm stop --force ${name}) and run the command again`,
-    });
+    throw new IvmError(`${name} did not shut down within ${timeoutSeconds} s${forChange ? '; nothing was changed' : ''}`, { hint });
   }
 }
+
+/** shutDown before upgrade or rollback. */
+export function stopForChange(ctx: Context, name: string, timeoutSeconds: number): Promise<void> {
+  return shutDown(ctx, name, timeoutSeconds, `stop it yourself (ivm stop --force ${name}) and run the command again`);
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds: number): Promise<boolean> {
   const deadline = Date.now() + timeoutSeconds * 1000;
@@ -57,6 +65,6 @@ export async function waitForShutOff(ctx: Context, name: string, timeoutSeconds:
     const state = await domainState(ctx.runner, name);
     if (state === undefined || state === 'shut off') return true;
     if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
   }
 }

@@ -11,6 +11,7 @@ import type { HostContext } from './host-context.ts';
 import { requireProject } from './host-context.ts';
 import { KNOWN_HOSTS_FILE } from './identity-files.ts';
 import { machineDir } from './machine.ts';
+import { sleep } from './running.ts';
 
 export interface SshTarget {
   name: string;
@@ -97,7 +98,6 @@ export async function sshVm(ctx: HostContext, name: string, options: SshOptions,
   throw new IvmError(`the command on ${name} exited with ${result.exitCode}`, { exitCode: result.exitCode });
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** How one ssh probe ended. */
 export type ProbeResult = 'ok' | 'auth-refused' | 'key-mismatch' | 'unreachable';
