@@ -18,13 +18,8 @@ import { registerAddress } from './commands/address.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
-import { Runner } from './host/runner.ts';
-import { readSettings } from './host/settings.ts';
+import { runnerOf } from './commands/runner-of.ts';
 
-export interface GlobalOptions {
-  dryRun?: boolean;
-  verbose?: boolean;
-}
 
 /** Builds the context of a command from the global options (read lazily, after parsing). */
 export type ContextFactory = () => Context;
@@ -57,10 +52,8 @@ export function buildProgram(): Command {
     .exitOverride()
     .addHelpText('after', ENVIRONMENT_HELP);
   const makeContext: ContextFactory = () => {
-    const options = program.opts<GlobalOptions>();
-    const settings = readSettings();
-    const runner = new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
-    return { project: findProject(), settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
+    const runner = runnerOf(program);
+    return { project: findProject(), settings: runner.settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
   for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress]) {
     register(program, makeContext);

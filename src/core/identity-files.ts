@@ -15,6 +15,5 @@ export const IDENTITY_FILES: readonly IdentityFile[] = data.files as IdentityFil
 export const VAR_LABEL: string = data.varLabel;
 /** Where identity lives on the /var filesystem (its root), i.e. /var/identity in the guest. */
 export const VAR_IDENTITY_DIR: string = data.varIdentityDir;
-export const GUEST_IDENTITY_DIR: string = data.guestIdentityDir;
 export const VAR_DIRS: readonly { path: string; mode: string }[] = data.varDirs;
 export const KNOWN_HOSTS_FILE = 'known_hosts';

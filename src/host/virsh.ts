@@ -1,6 +1,5 @@
 // virsh: every call names the connection (-c LIBVIRT_URI). The runner turns a connection failure
 // into LibvirtUnreachableError, whatever the verb.
-import { CommandFailedError } from '../errors.ts';
 import type { Command, Runner } from './runner.ts';
 
 export function virshCommand(runner: Runner, args: string[], mutates: boolean, interactive = false): Command {
@@ -24,10 +23,11 @@ export function parseDomainList(text: string): Map<string, string> {
 
 /** The state of one domain, or undefined when there is none of that name. */
 export async function domainState(runner: Runner, name: string): Promise<string | undefined> {
-  const result = await runner.run(virshCommand(runner, ['domstate', name], false), { allowFailure: true });
+  const command = virshCommand(runner, ['domstate', name], false);
+  const result = await runner.run(command, { allowFailure: true });
   if (result.exitCode !== 0) {
     if (/failed to get domain|Domain not found/i.test(result.stderr)) return undefined;
-    throw new CommandFailedError(`virsh domstate ${name}`, result.exitCode, result.stderr.trim());
+    throw runner.failure(command, result.exitCode, result.stderr);
   }
   return result.stdout.trim();
 }
