@@ -1,4 +1,5 @@
 // The few XML text helpers ivm needs for what virsh prints and what it defines (no XML library).
+import Handlebars from 'handlebars';
 
 /** Decodes the five predefined entities and numeric references of XML text. */
 export function xmlText(text: string): string {
@@ -9,9 +10,12 @@ export function xmlText(text: string): string {
   });
 }
 
-/** Escapes a value for XML text or an attribute in single or double quotes. */
+/**
+ * Escapes a value for XML text or an attribute in single or double quotes: the escaping the domain
+ * template's {{value}}s get, so that every XML ivm writes is escaped one way.
+ */
 export function xmlEscape(value: string): string {
-  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  return Handlebars.Utils.escapeExpression(value);
 }
 
 /** The value of attribute `name` in a start tag's text, decoded. */
