@@ -40,14 +40,13 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   await reserveMachineAddress(ctx, machine);
   const plan = createPlan(ctx, machine, base, paths, pending);
   await executePlan(ctx.runner, plan, ctx.say);
-  if (ctx.runner.dryRun) {
-    if (options.start) ctx.say(ctx.runner.describe(virshCommand(ctx.runner, ['start', name], true)));
-    return;
+  if (!ctx.runner.dryRun) {
+    ctx.say(`created ${name}: boot ${paths.boot} (backed by ${base}), /var ${paths.var} (${machine.meta.varSize}); domain defined`);
   }
-  ctx.say(`created ${name}: boot ${paths.boot} (backed by ${base}), /var ${paths.var} (${machine.meta.varSize}); domain defined`);
   if (options.start) {
+    // Outside the plan: a VM that was made but does not start stays, for `ivm console` and the log.
     await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-    ctx.say(`started ${name}; serial log: ${paths.serialLog}`);
+    if (!ctx.runner.dryRun) ctx.say(`started ${name}; serial log: ${paths.serialLog}`);
   }
 }
 
