@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupDomain, domainState, ensureNetwork, waitForState } from './support/libvirt.ts';
+import { cleanupDomain, domainState, ensureNetwork, virsh as virshOut, waitForState } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
@@ -127,6 +127,10 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     const { stdout: live } = await execa('virsh', ['-c', 'qemu:///system', 'dumpxml', NAME]);
     expect(live).toContain(/<uuid>(.*)<\/uuid>/.exec(xml)![1]);
     expect(live).toContain(/<mac address='(.*)'\/>/.exec(xml)![1]);
+    // define again: same uuid, same MAC
+    const again = await project.ivm(['define', NAME]);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect((await virshOut(['domuuid', NAME])).trim()).toBe(domainUuid(machineId));
   });
 
   it('refuses to create it again and changes nothing', async () => {
