@@ -21,7 +21,7 @@ const identity: Record<string, { content: string; mode: number; uid?: number }> 
   'machine-id': { content: '0123456789abcdef0123456789abcdef\n', mode: 0o444 },
   hostname: { content: 'harness\n', mode: 0o444 },
   ssh_host_ed25519_key: {
-    content: '-----BEGIN OPENSSH PRIVATE KEY-----\nnot a real key\n-----END OPENSSH PRIVATE KEY-----\n',
+    content: 'placeholder: not a key, only bytes to carry through the harness\n',
     mode: 0o600,
   },
   'resolv.conf': { content: 'nameserver 192.0.2.53\nsearch example.test\n', mode: 0o644 },

