@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureNetwork, virsh as virshOut, waitForState } from './support/libvirt.ts';
-import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
+import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
 import { domainUuid, macAddress } from '../src/core/identity.ts';
@@ -148,6 +148,22 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     expect(list.exitCode, list.stderr).toBe(0);
     expect(JSON.parse(list.stdout)).toEqual([{ name: NAME, state: 'shut off' }]);
     expect(list.stderr.split('\n').filter((l) => l.includes('virsh'))).toHaveLength(1);
+  });
+
+  it('start, then console attaches to the serial console (under a real TTY from script) until the VM powers off', async () => {
+    const started = await project.ivm(['start', NAME]);
+    expect(started.exitCode, started.stderr).toBe(0);
+    expect(started.stdout).toContain(`started ${NAME}`);
+    const consoleRun = await execa('script', ['-qfec', `${process.execPath} ${IVM_BIN} console ${NAME}`, '/dev/null'], {
+      cwd: project.root,
+      env: project.env,
+      reject: false,
+      timeout: 120_000,
+    });
+    expect(consoleRun.exitCode, consoleRun.stdout).toBe(0);
+    expect(consoleRun.stdout).toMatch(/IVM-VDB write=ok boots=2/);
+    expect(consoleRun.stdout).toContain('IVM-STANDIN end');
+    await waitForState(NAME, 'shut off', 60_000);
   });
 
   it('destroy keeps the /var disk; create then refuses because of it; --delete-var removes it', async () => {
