@@ -16,6 +16,7 @@ import { loadMachine, type Machine } from './machine.ts';
 import { networkInfo } from './net.ts';
 import { machineNames } from './project.ts';
 import { vmPaths } from './vm-paths.ts';
+import { octalMode } from './file-mode.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -234,9 +235,7 @@ function firmwareCheck(ctx: HostContext, distro: Distro): Check {
   return { ...base, status: 'fail', found: 'no UEFI firmware without Secure Boot described in /usr/share/qemu/firmware', fix };
 }
 
-function modeOf(st: fs.Stats): string {
-  return (st.mode & 0o7777).toString(8).padStart(4, '0');
-}
+const modeOf = (st: fs.Stats): string => octalMode(st.mode);
 
 function baseDirCheck(ctx: HostContext): Check {
   const base = { id: 'base-dir', title: 'base-image folder' };

@@ -17,6 +17,7 @@ import type { HostContext } from './host-context.ts';
 import { unreachableAncestors } from './doctor.ts';
 import { describePlan, executePlan, type Plan, type Step } from './plan.ts';
 import { listPools, type PoolInfo } from './pools.ts';
+import { octalMode } from './file-mode.ts';
 
 export const BASE_POOL = 'basepool';
 export const VM_POOL = 'vmpool';
@@ -35,7 +36,7 @@ export interface SetupReport {
 }
 
 const run = (title: string, command: Command, undo?: Command): Step => ({ kind: 'run', title, command, ...(undo ? { undo } : {}) });
-const mode = (st: fs.Stats) => (st.mode & 0o7777).toString(8).padStart(4, '0');
+const mode = (st: fs.Stats) => octalMode(st.mode);
 
 function statOrUndefined(file: string): fs.Stats | undefined {
   try {

@@ -7,6 +7,7 @@ import { fishLine, guestfishSessionCommand } from '../host/guestfish.ts';
 import type { Runner, Session } from '../host/runner.ts';
 import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from './identity-files.ts';
 import type { IdentitySource } from './identity.ts';
+import { octalMode } from './file-mode.ts';
 
 export interface DiskFile {
   name: string;
@@ -93,7 +94,7 @@ export async function readDiskIdentity(session: Session): Promise<{ dirMode: str
 function parseStat(text: string): { mode: string; uid: number; regular: boolean } {
   const field = (key: string) => Number(new RegExp(`^${key}: (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
   const mode = field('st_mode');
-  return { mode: (mode & 0o7777).toString(8).padStart(4, '0'), uid: field('st_uid'), regular: (mode & 0o170000) === 0o100000 };
+  return { mode: octalMode(mode), uid: field('st_uid'), regular: (mode & 0o170000) === 0o100000 };
 }
 
 export function sha256Of(file: string): string {

@@ -7,6 +7,7 @@ import { BadInputError, RefusedError } from '../errors.ts';
 import type { Context } from './context.ts';
 import { IDENTITY_FILES, KNOWN_HOSTS_FILE } from './identity-files.ts';
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
+import { octalMode } from './file-mode.ts';
 
 const KEY = 'ssh_host_ed25519_key';
 const PUB = `${KEY}.pub`;
@@ -64,7 +65,7 @@ export function ensureIdentity(ctx: Context, dir: string, name: string): Identit
   const writes = planIdentity(dir, name);
   if (!ctx.runner.dryRun) writeIdentity(writes);
   for (const write of writes) {
-    ctx.say(`${ctx.runner.dryRun ? 'would write' : 'wrote'} ${write.path} (mode ${write.mode.toString(8).padStart(4, '0')})`);
+    ctx.say(`${ctx.runner.dryRun ? 'would write' : 'wrote'} ${write.path} (mode ${octalMode(write.mode)})`);
   }
   return writes;
 }

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BadInputError, RefusedError } from '../errors.ts';
 import type { Runner } from '../host/runner.ts';
-import { virshCommand } from '../host/virsh.ts';
+import { listDomains, virshCommand } from '../host/virsh.ts';
 import { contains, ipv4Net, overlaps, parseCidr, parseIpv4, prefixFromNetmask, type Ipv4Net } from './cidr.ts';
 import type { HostContext } from './host-context.ts';
 import { machineIdFrom, macAddress } from './identity.ts';
@@ -237,14 +237,15 @@ export async function netList(ctx: HostContext): Promise<NetListEntry[]> {
 
 /** Domains whose interfaces use the network (one domiflist per domain). */
 async function domainsOn(runner: Runner, network: string): Promise<string[]> {
-  const names = (await runner.run(virshCommand(runner, ['list', '--all', '--name'], false))).stdout
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
+  const names = [...(await listDomains(runner)).keys()];
   const users: string[] = [];
   for (const domain of names) {
     const r = await runner.run(virshCommand(runner, ['domiflist', domain], false), { allowFailure: true });
-    if (r.stdout.split('\n').some((line) => line.trim().split(/\s+/)[1] === 'network' && line.trim().split(/\s+/)[2] === network)) users.push(domain);
+    const uses = r.stdout.split('\n').some((line) => {
+      const [, type, source] = line.trim().split(/\s+/);
+      return type === 'network' && source === network;
+    });
+    if (uses) users.push(domain);
   }
   return users;
 }
