@@ -3,8 +3,8 @@
 // libvirtd inside a network namespace so NAT bridges stay off the host.
 // Everything here is idempotent and safe to call from several test files; the
 // daemons are left running.
-import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -36,15 +36,39 @@ async function virshWorks(): Promise<string | null> {
   return r.exitCode === 0 ? null : (r.stderr || r.stdout || `exit ${r.exitCode}`).trim();
 }
 
-async function pidAlive(pidFile: string): Promise<boolean> {
+/**
+ * Whether the pid file names a live process running `program`. /run may outlive the daemons
+ * (a machine restarted without clearing it), so a pid alone is not proof: it may be reused.
+ */
+async function pidAlive(pidFile: string, program: string): Promise<boolean> {
   try {
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     if (!Number.isInteger(pid) || pid <= 0) return false;
-    process.kill(pid, 0);
-    return true;
+    const comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+    return comm === program;
   } catch {
     return false;
   }
+}
+
+/** virtlogd's socket; `virsh start` fails without a virtlogd listening on it. */
+const VIRTLOGD_SOCK = '/run/libvirt/virtlogd-sock';
+
+/**
+ * Whether something accepts connections on the unix socket. A socket file left behind by a daemon
+ * that is gone answers "Connection refused", so its existence proves nothing.
+ */
+export function socketAnswers(file: string, timeoutMs = 2_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(file);
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
 }
 
 async function run(cmd: string, args: string[], logFile?: string): Promise<string | null> {
@@ -62,7 +86,8 @@ async function run(cmd: string, args: string[], logFile?: string): Promise<strin
 
 async function startVirtlogd(): Promise<string | null> {
   const pidFile = path.join(TEST_RUN_DIR, 'virtlogd.pid');
-  if (await pidAlive(pidFile)) return null;
+  if (await pidAlive(pidFile, 'virtlogd')) return null;
+  await rm(pidFile, { force: true });
   return run('virtlogd', ['-d', '--pid-file', pidFile], path.join(TEST_RUN_DIR, 'virtlogd.log'));
 }
 
@@ -84,7 +109,7 @@ export function ensureLibvirt(timeoutMs = 60_000): Promise<void> {
 async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   if ((await virshWorks()) === null) {
     // A libvirtd started some other way may lack virtlogd ("virsh start" would then fail).
-    if (!existsSync('/run/libvirt/virtlogd-sock') && process.getuid?.() === 0 && LIBVIRT_URI === 'qemu:///system') {
+    if (!(await socketAnswers(VIRTLOGD_SOCK)) && process.getuid?.() === 0 && LIBVIRT_URI === 'qemu:///system') {
       await mkdir(TEST_RUN_DIR, { recursive: true });
       const e = await startVirtlogd();
       if (e) throw new Error(`libvirtd answers but virtlogd is not running and could not be started: ${e}`);
@@ -101,7 +126,7 @@ async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   const problems: string[] = [];
 
   // virtlogd: without it `virsh start` fails (serial logs go through it).
-  if (!existsSync('/run/libvirt/virtlogd-sock')) {
+  if (!(await socketAnswers(VIRTLOGD_SOCK))) {
     const e = await startVirtlogd();
     if (e) problems.push(e);
   }
@@ -111,7 +136,12 @@ async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   const haveNs = String(netns.stdout ?? '')
     .split('\n')
     .some((l) => l.split(/\s+/)[0] === TEST_NETNS);
-  if (!haveNs) {
+  // A name left in /run/netns without its namespace (the mount gone) cannot be entered: remake it.
+  if (haveNs && (await run('ip', ['netns', 'exec', TEST_NETNS, 'true'])) !== null) {
+    await run('ip', ['netns', 'delete', TEST_NETNS]);
+    await rm(path.join('/run/netns', TEST_NETNS), { force: true });
+  }
+  if (!haveNs || (await run('ip', ['netns', 'exec', TEST_NETNS, 'true'])) !== null) {
     const e = await run('ip', ['netns', 'add', TEST_NETNS]);
     if (e && !/exists/i.test(e)) problems.push(e);
   }
@@ -119,7 +149,8 @@ async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   if (lo) problems.push(lo);
 
   const libvirtdPid = path.join(TEST_RUN_DIR, 'libvirtd.pid');
-  if (!(await pidAlive(libvirtdPid))) {
+  if (!(await pidAlive(libvirtdPid, 'libvirtd'))) {
+    await rm(libvirtdPid, { force: true });
     const e = await run(
       'ip',
       ['netns', 'exec', TEST_NETNS, 'libvirtd', '-d', '--pid-file', libvirtdPid],
@@ -132,6 +163,7 @@ async function doEnsureLibvirt(timeoutMs: number): Promise<void> {
   let last: string | null = 'not tried';
   while (Date.now() < deadline) {
     last = await virshWorks();
+    if (last === null && !(await socketAnswers(VIRTLOGD_SOCK))) last = `nothing answers on ${VIRTLOGD_SOCK}`;
     if (last === null) return;
     await sleep(200);
   }
