@@ -67,6 +67,16 @@ export class LibvirtUnreachableError extends IvmError {
   }
 }
 
+/** libvirtd answers but cannot start a VM: virtlogd, which takes the VM's console log, is not running. */
+export class VirtlogdMissingError extends IvmError {
+  constructor(uri: string, detail: string) {
+    super(`libvirt at ${uri} cannot start the VM: virtlogd is not running (${detail})`, {
+      exitCode: ExitCode.environment,
+      hint: 'start it: systemctl start virtlogd.socket (a host without systemd: virtlogd -d)',
+    });
+  }
+}
+
 export function indent(text: string, prefix = '  '): string {
   return text
     .split('\n')

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState } from './support/libvirt.ts';
+import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState, withoutTestVirtlogd } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import { readVarFile, waitUntilUnused, writeVarFile } from './support/var-disk.ts';
@@ -248,6 +248,17 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const forced = await project.ivm(['stop', '--force', NAME]);
     expect(forced.exitCode, forced.stderr).toBe(0);
     expect(await domainState(NAME)).toBe('shut off');
+  });
+
+  it('start says that virtlogd is down, not that libvirt is unreachable (needs the virtlogd the tests started)', async (ctx) => {
+    const ran = await withoutTestVirtlogd(async () => {
+      const r = await project.ivm(['start', NAME]);
+      expect(r.exitCode).toBe(4);
+      expect(r.stderr).toMatch(/cannot start the VM: virtlogd is not running .*virtlogd-sock.*\nhint: start it: systemctl start virtlogd/);
+      expect(r.stderr).not.toMatch(/unreachable/);
+      expect(await domainState(NAME)).toBe('shut off');
+    });
+    if (!ran) ctx.skip();
   });
 
   it('upgrade --restart shuts a running VM down, upgrades it and starts it again', async () => {

@@ -3,7 +3,7 @@
 // to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
 // running them (read-only queries still run, so a dry run sees the real state).
 import { execa } from 'execa';
-import { CommandFailedError, LibvirtUnreachableError, ToolMissingError } from '../errors.ts';
+import { CommandFailedError, LibvirtUnreachableError, ToolMissingError, VirtlogdMissingError } from '../errors.ts';
 import type { Settings } from './settings.ts';
 import { shellLine, withHereDoc } from './shell-quote.ts';
 import { TOOLS, type ToolName } from './tools.ts';
@@ -125,6 +125,9 @@ export class Runner {
     // own exit code (ssh returns the remote command's).
     if (exitCode !== 0 && saysNotFound(stderr, program)) {
       throw new ToolMissingError(program, TOOLS[command.tool].packages);
+    }
+    if (exitCode !== 0 && command.tool === 'virsh' && VIRTLOGD_DOWN.test(stderr)) {
+      throw new VirtlogdMissingError(this.settings.libvirtUri, lastErrorLine(stderr));
     }
     if (exitCode !== 0 && command.tool === 'virsh' && VIRSH_UNREACHABLE.test(stderr)) {
       throw new LibvirtUnreachableError(this.settings.libvirtUri, lastErrorLine(stderr));
@@ -260,6 +263,9 @@ export class Session {
     return this.runner.failure(this.command, result.exitCode, stderr, this.spawnError);
   }
 }
+
+/** libvirtd's words when it cannot reach virtlogd (checked first: they also match the next pattern). */
+const VIRTLOGD_DOWN = /socket to '[^']*virtlogd-sock'/;
 
 /** virsh's words when it cannot talk to libvirtd, whatever the verb. */
 const VIRSH_UNREACHABLE = /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|authentication failed/i;

@@ -91,6 +91,27 @@ async function startVirtlogd(): Promise<string | null> {
   return run('virtlogd', ['-d', '--pid-file', pidFile], path.join(TEST_RUN_DIR, 'virtlogd.log'));
 }
 
+/**
+ * Runs `fn` while the virtlogd that ensureLibvirt started is stopped, then starts it again.
+ * Returns false, running nothing, when virtlogd was not started by the tests (a host's own
+ * virtlogd is never stopped).
+ */
+export async function withoutTestVirtlogd(fn: () => Promise<void>): Promise<boolean> {
+  const pidFile = path.join(TEST_RUN_DIR, 'virtlogd.pid');
+  if (!(await pidAlive(pidFile, 'virtlogd'))) return false;
+  const pid = Number((await readFile(pidFile, 'utf8')).trim());
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && (await socketAnswers(VIRTLOGD_SOCK)); i++) await sleep(100);
+  try {
+    await fn();
+  } finally {
+    const e = await startVirtlogd();
+    if (e) throw new Error(`virtlogd could not be started again: ${e}`);
+    for (let i = 0; i < 100 && !(await socketAnswers(VIRTLOGD_SOCK)); i++) await sleep(100);
+  }
+  return true;
+}
+
 let ensured: Promise<void> | undefined;
 
 /**
