@@ -44,8 +44,10 @@ async function pidAlive(pidFile: string, program: string): Promise<boolean> {
   try {
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     if (!Number.isInteger(pid) || pid <= 0) return false;
-    const comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
-    return comm === program;
+    // /proc/PID/stat: "PID (COMM) STATE ..."; a zombie (Z) still has its name but is gone.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const m = /^\d+ \((.*)\) (\S)/.exec(stat);
+    return m !== null && m[1] === program && m[2] !== 'Z';
   } catch {
     return false;
   }
@@ -108,6 +110,7 @@ export async function withoutTestVirtlogd(fn: () => Promise<void>): Promise<bool
     const e = await startVirtlogd();
     if (e) throw new Error(`virtlogd could not be started again: ${e}`);
     for (let i = 0; i < 100 && !(await socketAnswers(VIRTLOGD_SOCK)); i++) await sleep(100);
+    if (!(await socketAnswers(VIRTLOGD_SOCK))) throw new Error(`virtlogd was started again but ${VIRTLOGD_SOCK} does not answer`);
   }
   return true;
 }
