@@ -40,7 +40,7 @@ Environment (README.md, "Environment"):
   IVM_ROOT            the project folder (default: found upward from the working directory)
 
 Exit codes: 0 ok, 1 a command failed, 2 bad input, 3 refused (would lose or overwrite something,
-or wrong VM state), 4 environment (missing tool, libvirt unreachable).`;
+or wrong VM state), 4 environment (missing tool, libvirt unreachable, virtlogd down).`;
 
 export function buildProgram(): Command {
   const program = new Command('ivm')

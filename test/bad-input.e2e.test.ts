@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupDomain, domainState, ensureLibvirt } from './support/libvirt.ts';
+import { cleanupDomain, domainState, ensureLibvirt, ensureNetwork, virsh } from './support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 
 describe('bad input gets a clear error and exit code', () => {
@@ -81,9 +81,10 @@ describe('bad input gets a clear error and exit code', () => {
     expect(await domainState('dry')).toBeNull();
   });
 
-  it('rolls back a create whose qemu-img fails midway: the boot overlay goes, nothing is defined', async () => {
+  it('rolls back a create whose qemu-img fails midway: the boot overlay and the DHCP reservation go, nothing is defined', async () => {
     await cleanupDomain('qfail');
-    project.addMachine('qfail', testMeta());
+    await ensureNetwork('default');
+    project.addMachine('qfail', testMeta().replace('; }', '; ipAddress = "192.168.122.250"; }'));
     // A qemu-img that works for the boot overlay and fails for the /var disk (no backing file).
     const wrapper = path.join(project.root, 'qemu-img-fails-for-var');
     fs.writeFileSync(wrapper, '#!/bin/sh\ncase " $* " in *" -b "*) exec qemu-img "$@";; esac\necho "qemu-img: simulated failure" >&2\nexit 1\n', { mode: 0o755 });
@@ -93,6 +94,9 @@ describe('bad input gets a clear error and exit code', () => {
     expect(fs.existsSync(path.join(project.vmDir, 'qfail-var.qcow2'))).toBe(false);
     expect(fs.existsSync(path.join(project.root, 'libvirt', 'qfail.xml'))).toBe(false);
     expect(await domainState('qfail')).toBeNull();
+    // The reservation was made first (its step is in the log of what was undone), and is gone.
+    expect(result.stderr).toMatch(/rolled back: [\s\S]*net-update default delete ip-dhcp-host/);
+    expect(await virsh(['net-dumpxml', 'default'])).not.toContain('192.168.122.250');
     // the base it installed stays for the next try; the identity it generated stays in machines/
     expect(fs.readdirSync(project.baseDir).filter((f) => f.endsWith('.qcow2'))).toHaveLength(1);
     expect(fs.existsSync(path.join(project.root, 'machines', 'qfail', 'machine-id'))).toBe(true);

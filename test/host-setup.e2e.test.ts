@@ -199,6 +199,16 @@ describe('ivm host setup', () => {
     expect(await virsh(['pool-dumpxml', 'basepool'])).toContain(`<path>${project.baseDir}</path>`);
   });
 
+  it('says libvirt is unreachable (exit 4), after reporting what it could check', async () => {
+    const uri = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock';
+    const r = await project.ivm(['host', 'setup'], { LIBVIRT_URI: uri, IVM_SYSROOT: sysroot(project.root, UPSTREAM, false) });
+    expect(r.exitCode).toBe(4);
+    expect(r.stdout).toMatch(/skip\s+AppArmor: /);
+    expect(r.stdout).toContain(`PROBLEM storage pools: not checked: libvirt is unreachable at ${uri}`);
+    expect(r.stderr).toContain('host setup cannot fix 1 item(s) itself');
+    expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+
   it('session mode: folders under the home folder (not hidden), no AppArmor rule, no pools, no sudo', async () => {
     const home = path.join(project.root, 'home');
     fs.mkdirSync(home);

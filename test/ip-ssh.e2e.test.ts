@@ -1,7 +1,10 @@
 // ivm ip, ssh and wait with real tools.
 //   - One boot: a NAT network made with `ivm net create`, a machine on it with a static ipAddress
-//     (a DHCP reservation), `ivm create --start`; the stand-in guest runs udhcpc and powers off, so
-//     `ivm ip` finds the address in the network's DHCP lease table after the fact.
+//     (a DHCP reservation), `ivm create --start`. The machine's name ends in "-agent", so the
+//     stand-in guest first answers the QEMU guest agent protocol with 192.0.2.77 on eth0 (an
+//     address no lease can give): `ivm ip` asked while it runs gets that, from the agent. Then the
+//     guest runs udhcpc and powers off, and `ivm ip` finds the reserved address in the network's
+//     DHCP lease table after the fact.
 //   - No VM: real sshd processes on loopback, one serving the machine's own host key, one another
 //     key; ivm ssh builds the pinned argv, and ivm ssh/wait refuse the mismatching host.
 import { execa, type ResultPromise } from 'execa';
@@ -15,7 +18,9 @@ import { parseStandinLog } from './support/standin.ts';
 import { macAddress } from '../src/core/identity.ts';
 
 const NET = 'ivmt-ipnet';
-const VM = 'e2e-ip';
+const VM = 'e2e-ip-agent';
+/** What the stand-in's guest agent reports on eth0 (see build-standin-image.sh). */
+const AGENT_IP = '192.0.2.77';
 const STATIC = '192.168.215.50';
 
 async function removeNetwork(name: string): Promise<void> {
@@ -26,6 +31,7 @@ async function removeNetwork(name: string): Promise<void> {
 describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
   let project: TestProject;
   let create: { exitCode: number; stdout: string; stderr: string };
+  let whileRunning: { exitCode: number; stdout: string; stderr: string } | undefined;
 
   beforeAll(async () => {
     await ensureLibvirt();
@@ -37,7 +43,10 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
     expect(made.exitCode, made.stderr).toBe(0);
     project.addMachine(VM, `{ system = "x86_64-linux"; virtType = "qemu"; memory = 512; vcpus = 1; varSize = "128M"; network = "${NET}"; ipAddress = "${STATIC}"; }\n`);
     create = await project.ivm(['create', VM, '--start']);
-    if (create.exitCode === 0) await waitForState(VM, 'shut off', 180_000);
+    if (create.exitCode === 0) {
+      whileRunning = await project.ivm(['--verbose', 'ip', VM, '--wait', '90']);
+      await waitForState(VM, 'shut off', 180_000);
+    }
   });
 
   afterAll(async () => {
@@ -51,6 +60,16 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
     const mac = macAddress(fs.readFileSync(path.join(project.root, 'machines', VM, 'machine-id'), 'utf8').trim());
     expect(create.stdout).toContain(`${NET}: DHCP reservation ${STATIC} for ${VM} (${mac})`);
     expect(await virsh(['net-dumpxml', NET])).toContain(`<host mac='${mac}' name='${VM}' ip='${STATIC}'/>`);
+  });
+
+  it('ivm ip asks the guest agent first while the VM runs, and says so with --verbose', () => {
+    expect(whileRunning?.exitCode, whileRunning?.stderr).toBe(0);
+    expect(whileRunning!.stdout.trim()).toBe(AGENT_IP);
+    expect(whileRunning!.stderr).toMatch(/virsh -c \S+ domifaddr e2e-ip-agent --source agent/);
+    expect(whileRunning!.stderr).toMatch(new RegExp(`ivm: ${AGENT_IP.replace(/\./g, '\\.')} from the guest agent \\(virsh domifaddr --source agent\\), interface 52:54:00:`));
+    const log = parseStandinLog(fs.readFileSync(path.join(project.vmDir, `${VM}-serial.log`), 'utf8'));
+    expect(log.agentIp).toBe(AGENT_IP);
+    expect(log.errors).toEqual([]);
   });
 
   it('the guest got the reserved address by DHCP', () => {

@@ -9,7 +9,7 @@ import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
-import { reserveMachineAddress } from './net.ts';
+import { reservationSteps } from './net.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
@@ -37,10 +37,13 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
   const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name));
   requireBaseInBaseDir(ctx.settings, base);
-  await reserveMachineAddress(ctx, machine);
+  // The DHCP reservation of a static address comes first, so a later failure takes it back too.
+  const reservation = await reservationSteps(ctx, machine);
   const plan = createPlan(ctx, machine, base, paths, pending);
+  plan.steps.unshift(...reservation);
   await executePlan(ctx.runner, plan, ctx.say);
   if (!ctx.runner.dryRun) {
+    for (const step of reservation) ctx.say(step.title);
     ctx.say(`created ${name}: boot ${paths.boot} (backed by ${base}), /var ${paths.var} (${machine.meta.varSize}); domain defined`);
   }
   if (options.start) {

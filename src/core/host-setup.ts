@@ -8,7 +8,7 @@
 //     another path is reported, never redefined.
 import fs from 'node:fs';
 import path from 'node:path';
-import { LibvirtUnreachableError, RefusedError } from '../errors.ts';
+import { ExitCode, IvmError, LibvirtUnreachableError, RefusedError } from '../errors.ts';
 import type { Command } from '../host/runner.ts';
 import { virshCommand } from '../host/virsh.ts';
 import { appArmorHost, appArmorState, libvirtProfiles, type AppArmorHost } from './apparmor.ts';
@@ -28,6 +28,8 @@ export interface SetupItem {
   status: ItemStatus;
   what: string;
   detail: string;
+  /** A problem of the host's environment (libvirt unreachable), not of its set-up: exit 4. */
+  environment?: boolean;
 }
 
 export interface SetupReport {
@@ -157,7 +159,7 @@ export async function planHostSetup(ctx: HostContext, host: AppArmorHost = appAr
       pools = await listPools(runner);
     } catch (error) {
       if (!(error instanceof LibvirtUnreachableError)) throw error;
-      item('problem', 'storage pools', `not checked: ${error.message}`);
+      items.push({ status: 'problem', what: 'storage pools', detail: `not checked: ${error.message}`, environment: true });
     }
     if (pools) {
       for (const [name, dir] of [[BASE_POOL, baseDir], [VM_POOL, settings.vmDir]] as const) {
@@ -211,9 +213,13 @@ export async function hostSetup(ctx: HostContext, options: { apply: boolean }, h
     if (!ctx.runner.dryRun) ctx.say(`done: ${report.plan.steps.length} step(s)`);
   }
   if (problems.length > 0) {
-    throw new RefusedError(
+    // Exit 4 when libvirt could not be asked (as every other command does), 3 otherwise.
+    throw new IvmError(
       `host setup cannot fix ${problems.length} item(s) itself:\n${problems.map((p) => `  ${p.what}: ${p.detail}`).join('\n')}`,
-      'fix them as described, then run `ivm host setup` again (`ivm doctor` checks everything)',
+      {
+        exitCode: problems.some((p) => p.environment) ? ExitCode.environment : ExitCode.refused,
+        hint: 'fix them as described, then run `ivm host setup` again (`ivm doctor` checks everything)',
+      },
     );
   }
 }

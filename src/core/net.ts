@@ -267,17 +267,17 @@ export async function netDestroy(ctx: HostContext, name: string, options: { forc
 }
 
 /**
- * Makes the DHCP host reservation of a machine's static address (meta.nix ipAddress) for its MAC,
- * on its network: added, changed, or left as it is. Refuses an address outside the network, the
- * gateway, or one reserved for another MAC.
+ * The step that makes the DHCP host reservation of a machine's static address (meta.nix ipAddress)
+ * for its MAC, on its network: add it, change it, or nothing when it is there already. Its undo
+ * puts the network back as it was (so a create that fails later leaves no reservation it made).
+ * Refuses an address outside the network, the gateway, or one reserved for another MAC.
  */
-export async function ensureReservation(
-  ctx: Pick<HostContext, 'runner' | 'say'>,
+export async function planReservation(
+  runner: Runner,
   machine: { name: string; network: string | undefined; ipAddress: string | undefined },
   mac: string,
-): Promise<'none' | 'kept' | 'added' | 'changed'> {
-  const { runner } = ctx;
-  if (machine.ipAddress === undefined || machine.network === undefined) return 'none';
+): Promise<{ outcome: 'none' | 'kept' | 'added' | 'changed'; step?: Step }> {
+  if (machine.ipAddress === undefined || machine.network === undefined) return { outcome: 'none' };
   const info = await networkInfo(runner, machine.network);
   if (!info) throw new RefusedError(`${machine.name}: its network ${machine.network} does not exist`, `make it: ivm net create ${machine.network} --kind nat --cidr <cidr>`);
   if (!info.net || !info.dhcpRange) {
@@ -292,29 +292,61 @@ export async function ensureReservation(
   const other = info.hosts.find((h) => h.ip === ip && h.mac !== macLower);
   if (other) throw new RefusedError(`${machine.name}: ${ip} is reserved on ${machine.network} for ${other.name ?? other.mac}`);
   const mine = info.hosts.find((h) => h.mac === macLower);
-  if (mine && mine.ip === ip && mine.name === machine.name) return 'kept';
-  const hostXml = `<host mac='${macLower}' name='${xmlEscape(machine.name)}' ip='${ip}'/>`;
+  if (mine && mine.ip === ip && mine.name === machine.name) return { outcome: 'kept' };
+  const hostXml = (host: DhcpHost) =>
+    `<host mac='${host.mac}'${host.name !== undefined ? ` name='${xmlEscape(host.name)}'` : ''}${host.ip !== undefined ? ` ip='${host.ip}'` : ''}/>`;
+  const wanted = hostXml({ mac: macLower, name: machine.name, ip });
   const where = info.active ? ['--live', '--config'] : ['--config'];
-  const command = virshCommand(runner, ['net-update', machine.network, mine ? 'modify' : 'add-last', 'ip-dhcp-host', hostXml, ...where], true);
-  await runner.run(command);
-  if (!runner.dryRun) ctx.say(`${machine.network}: DHCP reservation ${ip} for ${machine.name} (${macLower})`);
-  return mine ? 'changed' : 'added';
+  const update = (verb: string, xml: string) => virshCommand(runner, ['net-update', machine.network!, verb, 'ip-dhcp-host', xml, ...where], true);
+  return {
+    outcome: mine ? 'changed' : 'added',
+    step: {
+      kind: 'run',
+      title: `${machine.network}: DHCP reservation ${ip} for ${machine.name} (${macLower})`,
+      command: update(mine ? 'modify' : 'add-last', wanted),
+      undo: mine ? update('modify', hostXml(mine)) : update('delete', wanted),
+    },
+  };
+}
+
+/** Makes the reservation planReservation describes, now (ivm net reserve). */
+export async function ensureReservation(
+  ctx: Pick<HostContext, 'runner' | 'say'>,
+  machine: { name: string; network: string | undefined; ipAddress: string | undefined },
+  mac: string,
+): Promise<'none' | 'kept' | 'added' | 'changed'> {
+  const { outcome, step } = await planReservation(ctx.runner, machine, mac);
+  if (step) {
+    await executePlan(ctx.runner, { title: step.title, steps: [step] }, ctx.say);
+    if (!ctx.runner.dryRun) ctx.say(step.title);
+  }
+  return outcome;
 }
 
 /**
- * create's step for a machine with a static address: its DHCP reservation, by the MAC derived from
- * its machine-id. Nothing in session mode (user-mode networking has no libvirt DHCP).
+ * The steps that reserve a machine's static address by the MAC derived from its machine-id
+ * (create's first step). None in session mode (user-mode networking has no libvirt DHCP), and
+ * none when the machine-id is only planned (--dry-run before `ivm identity`): then it says so.
  */
-export async function reserveMachineAddress(ctx: Pick<HostContext, 'runner' | 'say' | 'settings'>, machine: Machine): Promise<void> {
+export async function reservationSteps(ctx: Pick<HostContext, 'runner' | 'say' | 'settings'>, machine: Machine): Promise<Step[]> {
   const { ipAddress, network } = machine.meta;
-  if (ipAddress === undefined || network === undefined) return;
+  if (ipAddress === undefined || network === undefined) return [];
   if (ctx.settings.mode === 'session') {
     ctx.say(`${machine.name}: ipAddress ${ipAddress} is ignored in session mode (user-mode networking, no libvirt DHCP)`);
-    return;
+    return [];
   }
   if (!fs.existsSync(path.join(machine.dir, 'machine-id'))) {
     ctx.say(`# would reserve ${ipAddress} on ${network} for ${machine.name} (by the MAC derived from its machine-id, not written yet)`);
-    return;
+    return [];
   }
-  await ensureReservation(ctx, { name: machine.name, network, ipAddress }, macAddress(machineIdFrom(machine.dir)));
+  const { step } = await planReservation(ctx.runner, { name: machine.name, network, ipAddress }, macAddress(machineIdFrom(machine.dir)));
+  return step ? [step] : [];
+}
+
+/** ivm net reserve: the reservation of a machine's ipAddress, made now. */
+export async function reserveMachineAddress(ctx: Pick<HostContext, 'runner' | 'say' | 'settings'>, machine: Machine): Promise<void> {
+  const steps = await reservationSteps(ctx, machine);
+  if (steps.length === 0) return;
+  await executePlan(ctx.runner, { title: `reserve ${machine.meta.ipAddress} for ${machine.name}`, steps }, ctx.say);
+  if (!ctx.runner.dryRun) for (const step of steps) ctx.say(step.title);
 }

@@ -11,6 +11,9 @@
 # The initramfs /init mounts the whole-disk ext4 filesystem labelled ivm-var
 # at /var, reports what it sees on the serial console as machine-readable
 # "IVM-..." lines (see test/support/standin.ts for the parser) and powers off.
+# A guest whose hostname (from /var/identity) ends in "-agent" first answers
+# the QEMU guest agent protocol on its virtio port, reporting the address
+# 192.0.2.77/24 on eth0, until libvirt has asked it for the interfaces.
 #
 # Everything comes from Debian packages (busybox-static, systemd-boot-efi,
 # linux-image-amd64, gdisk, dosfstools, mtools, cpio); no root-only devices,
@@ -72,7 +75,7 @@ mkdir -p "$RD"/{bin,dev,proc,sys,var,tmp,etc,lib/modules}
 cp "$BUSYBOX" "$RD/bin/busybox"
 for applet in sh mount umount mkdir cat echo printf sleep sync poweroff insmod \
               findfs base64 stat ls dd ip udhcpc sed tr head tail dmesg rm \
-              basename readlink test [ true false cp mv wc date uname; do
+              basename readlink test [ true false cp mv wc date uname timeout; do
   ln -s busybox "$RD/bin/$applet"
 done
 
@@ -80,7 +83,7 @@ done
 # specific crc32c) is skipped at boot.
 : >"$RD/etc/modules"
 declare -A seen=()
-for mod in virtio_pci virtio_blk crc32c_generic ext4 virtio_net; do
+for mod in virtio_pci virtio_blk crc32c_generic ext4 virtio_net virtio_console; do
   deps=$(modprobe -S "$KVER" --show-depends "$mod") || die "modprobe -S $KVER --show-depends $mod failed"
   while read -r cmd path _; do
     [[ $cmd == insmod ]] || continue
@@ -109,6 +112,36 @@ esac
 exit 0
 EOF
 chmod 0755 "$RD/etc/udhcpc.script"
+
+# The QEMU guest agent protocol, as much of it as `virsh domifaddr --source
+# agent` uses: libvirt sends {"execute":"guest-sync","arguments":{"id":N}} and
+# wants {"return": N} back, then the command. Answers until asked for the
+# interfaces, reporting 192.0.2.77/24 on eth0 (which /init has put there).
+cat >"$RD/etc/agent.sh" <<'EOF'
+#!/bin/sh
+port=""
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+done
+[ -n "$port" ] && [ -c "$port" ] || { echo "IVM-AGENT error no guest agent port"; exit 1; }
+mac=$(cat /sys/class/net/eth0/address)
+exec 3<>"$port"
+while :; do
+  line=""
+  IFS= read -r line <&3 || [ -n "$line" ] || { sleep 0.2; continue; }
+  case $line in
+    *'"guest-sync'*)
+      id=$(echo "$line" | sed -n 's/.*"id" *: *\([0-9][0-9]*\).*/\1/p')
+      printf '{"return": %s}\n' "${id:-0}" >&3 ;;
+    *'"guest-network-get-interfaces"'*)
+      printf '{"return": [{"name": "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}]}, {"name": "eth0", "hardware-address": "%s", "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "192.0.2.77", "prefix": 24}]}]}\n' "$mac" >&3
+      echo "IVM-AGENT answered guest-network-get-interfaces ip=192.0.2.77"
+      exit 0 ;;
+    *) printf '{"return": {}}\n' >&3 ;;
+  esac
+done
+EOF
+chmod 0755 "$RD/etc/agent.sh"
 
 cat >"$RD/init" <<'EOF'
 #!/bin/sh
@@ -211,6 +244,16 @@ if echo "$count" >/var/standin-boot-count &&
 else
   echo "IVM-VDB write=fail"
 fi
+
+case "$(cat /var/identity/hostname 2>/dev/null)" in
+  *-agent)
+    if [ -e /sys/class/net/eth0 ]; then
+      ip link set eth0 up
+      ip addr add 192.0.2.77/24 dev eth0
+      timeout 60 sh /etc/agent.sh || echo "IVM-AGENT error not asked for the interfaces within 60 s"
+      ip addr del 192.0.2.77/24 dev eth0
+    fi ;;
+esac
 
 addr=none
 if [ -e /sys/class/net/eth0 ]; then

@@ -156,6 +156,8 @@ export interface StandinLog {
   bootCount: number | null;
   /** Address leased by DHCP on eth0; null when none (or not reported). */
   dhcpIp: string | null;
+  /** The address the guest agent reported when libvirt asked it (hostname *-agent only). */
+  agentIp: string | null;
   /** Saw both "IVM-STANDIN begin" and "IVM-STANDIN end". */
   complete: boolean;
   /** "IVM-STANDIN error ..." messages, plus lines that could not be parsed. */
@@ -197,6 +199,7 @@ export function parseStandinLog(text: string): StandinLog {
     vdbWrite: null,
     bootCount: null,
     dhcpIp: null,
+    agentIp: null,
     complete: false,
     errors: [],
     skippedModules: [],
@@ -272,6 +275,10 @@ export function parseStandinLog(text: string): StandinLog {
         break;
       case 'IVM-DHCP':
         log.dhcpIp = f.ip && f.ip !== 'none' ? f.ip : null;
+        break;
+      case 'IVM-AGENT':
+        if (rest.startsWith('error')) log.errors.push(`agent: ${rest.slice('error'.length).trim()}`);
+        else log.agentIp = f.ip ?? null;
         break;
       case 'IVM-MODULE':
         if (f.skipped) log.skippedModules.push(f.skipped);
