@@ -3,8 +3,10 @@
 //     (a DHCP reservation), `ivm create --start`. The machine's name ends in "-agent", so the
 //     stand-in guest first answers the QEMU guest agent protocol with 192.0.2.77 on eth0 (an
 //     address no lease can give): `ivm ip` asked while it runs gets that, from the agent. Then the
-//     guest runs udhcpc and powers off, and `ivm ip` finds the reserved address in the network's
-//     DHCP lease table after the fact.
+//     guest runs udhcpc and serves SSH (Debian's sshd, configured as ivm's NixOS modules configure
+//     it: host key and authorized keys from /var/identity): `ivm wait`, then `ivm ssh` as user and
+//     as admin log in with the pinned host key. The admin login lets the guest power off, and
+//     `ivm ip` finds the reserved address in the network's DHCP lease table after the fact.
 //   - No VM: real sshd processes on loopback, one serving the machine's own host key, one another
 //     key; ivm ssh builds the pinned argv, and ivm ssh/wait refuse the mismatching host.
 import { execa, type ResultPromise } from 'execa';
@@ -12,7 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupDomain, ensureLibvirt, virsh, waitForState } from './support/libvirt.ts';
+import { cleanupDomain, ensureLibvirt, guestNetworkPrefix, virsh, waitForState } from './support/libvirt.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
 import { parseStandinLog } from './support/standin.ts';
 import { macAddress } from '../src/core/identity.ts';
@@ -32,6 +34,11 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
   let project: TestProject;
   let create: { exitCode: number; stdout: string; stderr: string };
   let whileRunning: { exitCode: number; stdout: string; stderr: string } | undefined;
+  const logins: Record<'wait' | 'user' | 'admin', { exitCode: number; stdout: string; stderr: string } | undefined> = {
+    wait: undefined,
+    user: undefined,
+    admin: undefined,
+  };
 
   beforeAll(async () => {
     await ensureLibvirt();
@@ -41,11 +48,24 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
     await project.useStandinBase('a');
     const made = await project.ivm(['net', 'create', NET, '--kind', 'nat', '--cidr', '192.168.215.0/24']);
     expect(made.exitCode, made.stderr).toBe(0);
-    project.addMachine(VM, `{ system = "x86_64-linux"; virtType = "qemu"; memory = 512; vcpus = 1; varSize = "128M"; network = "${NET}"; ipAddress = "${STATIC}"; }\n`);
+    // The client key the logins use; its public half is both accounts' authorized key.
+    const key = path.join(project.root, 'client_key');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ivm-test-client', '-f', key]);
+    const pub = fs.readFileSync(`${key}.pub`, 'utf8');
+    project.addMachine(
+      VM,
+      `{ system = "x86_64-linux"; virtType = "qemu"; memory = 512; vcpus = 1; varSize = "128M"; network = "${NET}"; ipAddress = "${STATIC}"; }\n`,
+      { user_authorized_keys: pub, admin_authorized_keys: pub },
+    );
+    // ssh from where the network's bridge is, with that key only, never asking anything.
+    const sshEnv = { SSH: [...(await guestNetworkPrefix()), 'ssh', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10'].join(' ') };
     create = await project.ivm(['create', VM, '--start']);
     if (create.exitCode === 0) {
       whileRunning = await project.ivm(['--verbose', 'ip', VM, '--wait', '90']);
-      await waitForState(VM, 'shut off', 180_000);
+      logins.wait = await project.ivm(['wait', VM, '--timeout', '150'], sshEnv);
+      logins.user = await project.ivm(['ssh', VM, '--', 'id -un; cat /var/identity/hostname'], sshEnv);
+      logins.admin = await project.ivm(['ssh', VM, '--admin', '--', 'id -un >/tmp/ivm-ssh-done'], sshEnv);
+      await waitForState(VM, 'shut off', 240_000);
     }
   });
 
@@ -70,6 +90,16 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
     const log = parseStandinLog(fs.readFileSync(path.join(project.vmDir, `${VM}-serial.log`), 'utf8'));
     expect(log.agentIp).toBe(AGENT_IP);
     expect(log.errors).toEqual([]);
+  });
+
+  it('ivm wait, then ivm ssh as user and as admin, log in to the guest with its pinned host key', () => {
+    expect(logins.wait?.exitCode, logins.wait?.stderr).toBe(0);
+    expect(logins.wait!.stdout).toContain(`${VM} answers on ${STATIC} with its pinned host key`);
+    expect(logins.user?.exitCode, logins.user?.stderr).toBe(0);
+    expect(logins.user!.stdout.trim()).toBe(`user\n${VM}`);
+    expect(logins.admin?.exitCode, logins.admin?.stderr).toBe(0);
+    const log = parseStandinLog(fs.readFileSync(path.join(project.vmDir, `${VM}-serial.log`), 'utf8'));
+    expect(log.sshDoneBy).toBe('admin');
   });
 
   it('the guest got the reserved address by DHCP', () => {

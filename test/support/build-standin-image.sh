@@ -13,10 +13,12 @@
 # "IVM-..." lines (see test/support/standin.ts for the parser) and powers off.
 # A guest whose hostname (from /var/identity) ends in "-agent" first answers
 # the QEMU guest agent protocol on its virtio port, reporting the address
-# 192.0.2.77/24 on eth0, until libvirt has asked it for the interfaces.
+# 192.0.2.77/24 on eth0, until libvirt has asked it for the interfaces; after
+# DHCP it serves SSH (Debian's sshd, keys from /var/identity) until an admin
+# login touches /tmp/ivm-ssh-done.
 #
 # Everything comes from Debian packages (busybox-static, systemd-boot-efi,
-# linux-image-amd64, gdisk, dosfstools, mtools, cpio); no root-only devices,
+# linux-image-amd64, gdisk, dosfstools, mtools, cpio, openssh-server); no root-only devices,
 # no loop mounts, no network. Timestamps and identifiers are fixed so that the
 # same inputs give the same bytes; VARIANT is baked into the image so that two
 # variants always differ.
@@ -75,7 +77,7 @@ mkdir -p "$RD"/{bin,dev,proc,sys,var,tmp,etc,lib/modules}
 cp "$BUSYBOX" "$RD/bin/busybox"
 for applet in sh mount umount mkdir cat echo printf sleep sync poweroff insmod \
               findfs base64 stat ls dd ip udhcpc sed tr head tail dmesg rm \
-              basename readlink test [ true false cp mv wc date uname timeout; do
+              basename readlink test [ true false cp mv wc date uname timeout id touch chmod; do
   ln -s busybox "$RD/bin/$applet"
 done
 
@@ -105,9 +107,11 @@ echo "$VARIANT" >"$RD/etc/standin-variant"
 
 cat >"$RD/etc/udhcpc.script" <<'EOF'
 #!/bin/sh
-# udhcpc event script: only record the leased address.
+# udhcpc event script: put the leased address on the interface and record it.
 case "$1" in
-  bound|renew) echo "$ip" >/tmp/dhcp-ip ;;
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    echo "$ip" >/tmp/dhcp-ip ;;
 esac
 exit 0
 EOF
@@ -143,6 +147,44 @@ done
 EOF
 chmod 0755 "$RD/etc/agent.sh"
 
+# sshd for guests named *-agent (see /init): Debian's sshd and the libraries it
+# links, run the way ivm's NixOS modules run it: the host key and each
+# account's authorized keys read from /var/identity, no passwords.
+SSHD=/usr/sbin/sshd
+[[ -x $SSHD ]] || die "missing $SSHD (install openssh-server)"
+mkdir -p "$RD/usr/sbin" "$RD/etc/ssh" "$RD/run/sshd" "$RD/home/admin" "$RD/home/user"
+cp "$SSHD" "$RD/usr/sbin/sshd"
+while read -r lib; do
+  [[ -n $lib ]] || continue
+  mkdir -p "$RD$(dirname "$lib")"
+  cp -L "$lib" "$RD$lib"
+done < <(ldd "$SSHD" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p' | sort -u)
+cat >"$RD/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+sshd:x:100:65534:privilege separation:/run/sshd:/bin/false
+admin:*:1000:100:admin:/home/admin:/bin/sh
+user:*:1001:100:user:/home/user:/bin/sh
+EOF
+cat >"$RD/etc/group" <<'EOF'
+root:x:0:
+users:x:100:
+nogroup:x:65534:
+EOF
+printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' >"$RD/etc/nsswitch.conf"
+cat >"$RD/etc/ssh/sshd_config" <<'EOF'
+HostKey /var/identity/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AuthorizedKeysFile none
+Match User admin
+  AuthorizedKeysFile /var/identity/admin_authorized_keys
+Match User user
+  AuthorizedKeysFile /var/identity/user_authorized_keys
+EOF
+
 cat >"$RD/init" <<'EOF'
 #!/bin/sh
 # Stand-in for the NixOS system in ivm's end-to-end tests: report what the
@@ -174,7 +216,7 @@ fail() {
 }
 
 # Never hang: power off whatever happens.
-( sleep 120; echo "IVM-STANDIN error watchdog timeout"; poweroff -f ) &
+( sleep 300; echo "IVM-STANDIN error watchdog timeout"; poweroff -f ) &
 
 echo "IVM-STANDIN begin variant=$VARIANT kernel=$(uname -r)"
 
@@ -263,6 +305,22 @@ if [ -e /sys/class/net/eth0 ]; then
   [ -s /tmp/dhcp-ip ] && addr=$(cat /tmp/dhcp-ip)
 fi
 echo "IVM-DHCP ip=$addr"
+
+# A guest named *-agent also serves SSH on its leased address until an admin
+# login touches /tmp/ivm-ssh-done (or 120 s pass).
+case "$(cat /var/identity/hostname 2>/dev/null)" in
+  *-agent)
+    if [ "$addr" != none ]; then
+      # sshd's StrictModes refuses key files below a group- or world-writable folder, and the
+      # initramfs root is one (rootfs is made 1777 or 0775).
+      chmod 0755 /
+      chmod 1777 /tmp
+      /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 2>&1 | sed 's/^/sshd: /' &
+      i=0
+      while [ ! -e /tmp/ivm-ssh-done ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.2; done
+      if [ -e /tmp/ivm-ssh-done ]; then echo "IVM-SSH done by=$(cat /tmp/ivm-ssh-done)"; else echo "IVM-SSH error no login within 120 s"; fi
+    fi ;;
+esac
 
 sync
 umount /var || echo "IVM-STANDIN error umount /var"

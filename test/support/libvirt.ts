@@ -115,6 +115,15 @@ export async function withoutTestVirtlogd(fn: () => Promise<void>): Promise<bool
   return true;
 }
 
+/**
+ * The words to put before a command that must reach a VM's network: the tests' libvirtd runs in
+ * the network namespace TEST_NETNS, and so do the bridges of its networks. Empty when libvirtd
+ * was not started by the tests (its networks are then the host's).
+ */
+export async function guestNetworkPrefix(): Promise<string[]> {
+  return (await pidAlive(path.join(TEST_RUN_DIR, 'libvirtd.pid'), 'libvirtd')) ? ['ip', 'netns', 'exec', TEST_NETNS] : [];
+}
+
 let ensured: Promise<void> | undefined;
 
 /**

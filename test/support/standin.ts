@@ -158,6 +158,8 @@ export interface StandinLog {
   dhcpIp: string | null;
   /** The address the guest agent reported when libvirt asked it (hostname *-agent only). */
   agentIp: string | null;
+  /** Who ended the SSH phase (the user name an ssh login wrote; hostname *-agent only). */
+  sshDoneBy: string | null;
   /** Saw both "IVM-STANDIN begin" and "IVM-STANDIN end". */
   complete: boolean;
   /** "IVM-STANDIN error ..." messages, plus lines that could not be parsed. */
@@ -200,6 +202,7 @@ export function parseStandinLog(text: string): StandinLog {
     bootCount: null,
     dhcpIp: null,
     agentIp: null,
+    sshDoneBy: null,
     complete: false,
     errors: [],
     skippedModules: [],
@@ -279,6 +282,10 @@ export function parseStandinLog(text: string): StandinLog {
       case 'IVM-AGENT':
         if (rest.startsWith('error')) log.errors.push(`agent: ${rest.slice('error'.length).trim()}`);
         else log.agentIp = f.ip ?? null;
+        break;
+      case 'IVM-SSH':
+        if (rest.startsWith('error')) log.errors.push(`ssh: ${rest.slice('error'.length).trim()}`);
+        else log.sshDoneBy = f.by ?? null;
         break;
       case 'IVM-MODULE':
         if (f.skipped) log.skippedModules.push(f.skipped);
