@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState, withoutTestVirtlogd } from './support/libvirt.ts';
-import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
+import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import { readVarFile, waitUntilUnused, writeVarFile } from './support/var-disk.ts';
 
@@ -70,6 +70,25 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     await waitForState(NAME, 'shut off', 180_000);
     expect(await backing(boot)).toBe(baseA);
     expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
+  });
+
+  it('a VM with a saved memory image (virsh managedsave) counts as running: upgrade and destroy refuse', async () => {
+    expect((await project.ivm(['start', NAME])).exitCode).toBe(0);
+    await virsh(['managedsave', NAME]);
+    try {
+      expect(await domainState(NAME)).toBe('shut off');
+      const up = await project.ivm(['upgrade', NAME, '--no-build']);
+      expect(up.exitCode).toBe(3);
+      expect(up.stderr).toMatch(/has a saved memory image \(virsh managedsave\).*nothing was changed\nhint: .*virsh managedsave-remove e2e-up/);
+      expect(guestfishLaunches(up.stderr)).toBe(0);
+      const gone = await project.ivm(['destroy', NAME]);
+      expect(gone.exitCode).toBe(3);
+      expect(gone.stderr).toContain('has a saved memory image');
+      expect(await domainState(NAME)).toBe('shut off');
+      expect(await backing(boot)).toBe(baseA);
+    } finally {
+      await virsh(['managedsave-remove', NAME]);
+    }
   });
 
   it('--dry-run shows old base -> new base and the identity changes, and changes nothing', async () => {
@@ -195,6 +214,38 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     expect(log.files.tcp_ports?.content).toMatch(/^80\d\d\n$/);
   });
 
+  it('an interrupted switch is finished by the next run: the rollback target is the base it left', async () => {
+    expect(await backing(bootPrev)).toBe(baseA);
+    expect(fs.existsSync(`${bootPrev}.next`)).toBe(false);
+    expect(fs.existsSync(`${boot}.next`)).toBe(false);
+  });
+
+  it('bases that are gone: status says so, rollback refuses clearly, doctor fails (current) with the fix', async () => {
+    fs.renameSync(baseA, `${baseA}.away`);
+    fs.renameSync(baseB, `${baseB}.away`);
+    try {
+      const status = await project.ivm(['status', NAME]);
+      expect(status.exitCode, status.stderr).toBe(0);
+      expect(status.stdout).toContain(`base:           ${baseB} (MISSING: it cannot boot; ivm upgrade ${NAME} moves it to its latest base)`);
+      expect(status.stdout).toContain(`rollback base:  ${baseA} (gone: rollback impossible)`);
+      const rollback = await project.ivm(['rollback', NAME]);
+      expect(rollback.exitCode).toBe(3);
+      expect(rollback.stderr).toContain(`the previous base of ${NAME} is gone: ${baseA}`);
+      const doctor = await project.ivm(['doctor', '--json']);
+      const check = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; found: string; fix?: string }[] }).checks.find((c) => c.id === 'backing-files');
+      expect(check?.status).toBe('fail');
+      expect(check?.found).toContain(`${NAME}: its base ${baseB} is gone, so it cannot boot`);
+      expect(check?.fix).toContain(`ivm upgrade ${NAME}`);
+      expect(doctor.exitCode).toBe(4);
+    } finally {
+      fs.renameSync(`${baseA}.away`, baseA);
+      fs.renameSync(`${baseB}.away`, baseB);
+    }
+    const doctor = await project.ivm(['doctor', '--json']);
+    const check = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string }[] }).checks.find((c) => c.id === 'backing-files');
+    expect(check?.status).toBe('ok');
+  });
+
   it('gc removes only an unreferenced base, never one a foreign disk uses; a second gc removes nothing', async () => {
     const orphan = path.join(project.baseDir, 'orphan-base.qcow2');
     const foreignBase = path.join(project.baseDir, 'foreign-base.qcow2');
@@ -207,6 +258,10 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const elsewhere = path.join(project.root, 'elsewhere.qcow2');
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', linkedBase, '-F', 'qcow2', elsewhere]);
     fs.symlinkSync(elsewhere, path.join(project.vmDir, 'linked.qcow2'));
+    // A base used directly (a link to it in IVM_VM_DIR) is in use too.
+    const directBase = path.join(project.baseDir, 'direct-base.qcow2');
+    fs.copyFileSync(baseA, directBase);
+    fs.symlinkSync(directBase, path.join(project.vmDir, 'direct.qcow2'));
     const dry = await project.ivm(['--dry-run', 'gc']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`would remove ${orphan} \\(\\d+ bytes\\)`));
@@ -215,7 +270,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const gc = await project.ivm(['gc']);
     expect(gc.exitCode, gc.stderr).toBe(0);
     expect(fs.existsSync(orphan)).toBe(false);
-    for (const kept of [baseA, baseB, foreignBase, linkedBase]) expect(fs.existsSync(kept), kept).toBe(true);
+    for (const kept of [baseA, baseB, foreignBase, linkedBase, directBase]) expect(fs.existsSync(kept), kept).toBe(true);
     expect(gc.stdout).toContain(`kept ${foreignBase} (used by ${path.join(project.vmDir, 'not-ivm.img')})`);
     const again = await project.ivm(['gc']);
     expect(again.stdout).toContain('nothing to remove');
@@ -225,6 +280,42 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const refused = await project.ivm(['recreate', NAME, '--no-build']);
     expect(refused.exitCode).toBe(3);
     expect(refused.stderr).toMatch(/deletes its \/var disk .*: all of its data is lost; nothing was changed\nhint: add --yes/);
+    // What would stop the new VM is refused before the old one is destroyed.
+    const varBefore = await sha256File(varDisk);
+    const key = path.join(dir, 'ssh_host_ed25519_key');
+    fs.renameSync(key, `${key}.away`);
+    try {
+      const noKey = await project.ivm(['recreate', NAME, '--no-build', '--yes']);
+      expect(noKey.exitCode).toBe(2);
+      expect(noKey.stderr).toContain('ssh_host_ed25519_key.pub exists but its private key ssh_host_ed25519_key does not');
+    } finally {
+      fs.renameSync(`${key}.away`, key);
+    }
+    const id = path.join(dir, 'machine-id');
+    fs.renameSync(id, `${id}.away`);
+    try {
+      const noId = await project.ivm(['recreate', NAME, '--no-build', '--yes']);
+      expect(noId.exitCode).toBe(3);
+      expect(noId.stderr).toMatch(new RegExp(`machines/${NAME}/machine-id is missing.*nothing was changed:\\n[\\s\\S]*libvirt domain ${NAME}\\nhint: restore the machine-id from the /var disk: guestfish --ro`));
+    } finally {
+      fs.renameSync(`${id}.away`, id);
+    }
+    expect(await domainState(NAME)).toBe('shut off');
+    expect(await sha256File(varDisk)).toBe(varBefore);
+    // On a terminal it asks: a wrong name, or Ctrl+D at the prompt, is no.
+    for (const typed of ['nope\n', '\x04']) {
+      const asked = await execa('script', ['-qfec', `${process.execPath} ${IVM_BIN} recreate ${NAME} --no-build`, '/dev/null'], {
+        cwd: project.root,
+        env: project.env,
+        input: typed,
+        reject: false,
+        timeout: 60_000,
+      });
+      expect(asked.exitCode, asked.stdout).toBe(3);
+      expect(asked.stdout).toContain('Type the machine name to confirm:');
+      expect(asked.stdout).toContain('not confirmed; nothing was changed');
+      expect(asked.stdout).not.toMatch(/internal error|\n\s+at /);
+    }
     expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
     const fresh = await project.ivm(['recreate', NAME, '--no-build', '--yes']);
     expect(fresh.exitCode, fresh.stderr).toBe(0);
@@ -240,7 +331,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     // The stand-in guest ignores the ACPI power button, so a graceful stop cannot finish in 1 s.
     const slow = await project.ivm(['stop', NAME, '--timeout', '1']);
     expect(slow.exitCode).toBe(1);
-    expect(slow.stderr).toMatch(/did not shut down within 1 s\nhint: .*ivm stop --force/);
+    expect(slow.stderr).toMatch(/did not shut down within 1 s \(it was asked to, and may still power off later\)\nhint: .*ivm stop --force/);
     const busy = await project.ivm(['destroy', NAME]);
     expect(busy.exitCode).toBe(3);
     expect(busy.stderr).toMatch(/is running\nhint: stop it first .*--force/);

@@ -31,7 +31,7 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
     .argument('<name>', 'machine name')
     .description('undefine the VM (with its NVRAM), remove its boot overlays and serial log; the /var disk is kept')
     .option('--delete-var', 'also delete the /var disk: all of its data is lost')
-    .option('-f, --force', 'power the VM off if it runs (otherwise a running VM is refused)')
+    .option('-f, --force', 'power the VM off if it runs, and discard a saved memory image (otherwise both are refused)')
     .action(async (name: string, options: { deleteVar?: boolean; force?: boolean }) =>
       destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar), force: Boolean(options.force) }),
     );

@@ -4,7 +4,7 @@
 // by rename; the old one is kept (hard link) as <name>-boot-prev.qcow2, the rollback target.
 import fs from 'node:fs';
 import { removeCommand } from '../host/files.ts';
-import { backingChain, createOverlayCommand } from '../host/qemu-img.ts';
+import { createOverlayCommand, imageInfo } from '../host/qemu-img.ts';
 import type { Command, Runner } from '../host/runner.ts';
 import type { Step } from './plan.ts';
 import type { VmPaths } from './vm-paths.ts';
@@ -12,8 +12,8 @@ import type { VmPaths } from './vm-paths.ts';
 /** The base an overlay is backed by (absolute), or undefined when the overlay does not exist. */
 export async function backingOf(runner: Runner, overlay: string): Promise<string | undefined> {
   if (!fs.existsSync(overlay)) return undefined;
-  const [top] = await backingChain(runner, overlay);
-  return top?.['full-backing-filename'] ?? top?.['backing-filename'];
+  const top = await imageInfo(runner, overlay);
+  return top['full-backing-filename'] ?? top['backing-filename'];
 }
 
 const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });
@@ -37,5 +37,36 @@ export function switchBaseSteps(paths: VmPaths, target: string): Step[] {
   } else {
     steps.push({ kind: 'run', title: 'put the new overlay in place', command: move(next, paths.boot), undo: removeCommand(paths.boot) });
   }
+  return steps;
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    const [x, y] = [fs.statSync(a), fs.statSync(b)];
+    return x.ino === y.ino && x.dev === y.dev;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What a switch cut short left behind, put right before anything else is planned. The old overlay
+ * waits as <name>-boot-prev.qcow2.next between "put the new overlay in place" and "the old overlay
+ * becomes the rollback target": if the new overlay is in place, finish that move (else the rollback
+ * target would be lost, and the file would keep its base from gc); if not, it is a second name of
+ * the current overlay, and goes.
+ */
+export function finishSwitchSteps(paths: VmPaths): Step[] {
+  const next = `${paths.boot}.next`;
+  const previousNext = `${paths.bootPrevious}.next`;
+  const steps: Step[] = [];
+  if (fs.existsSync(previousNext)) {
+    if (fs.existsSync(paths.boot) && !sameFile(previousNext, paths.boot)) {
+      steps.push({ kind: 'run', title: 'finish an interrupted switch: the old overlay becomes the rollback target', command: move(previousNext, paths.bootPrevious) });
+    } else {
+      steps.push({ kind: 'run', title: 'drop the second name an interrupted switch left', command: removeCommand(previousNext) });
+    }
+  }
+  if (fs.existsSync(next)) steps.push({ kind: 'run', title: 'drop the overlay an interrupted switch made', command: removeCommand(next) });
   return steps;
 }

@@ -8,7 +8,7 @@ import type { Runner } from '../host/runner.ts';
 import { shellLine } from '../host/shell-quote.ts';
 import { TOOLS, type ToolName } from '../host/tools.ts';
 import { virshCommand } from '../host/virsh.ts';
-import { backingChain } from '../host/qemu-img.ts';
+import { backingChain, imageInfo } from '../host/qemu-img.ts';
 import { appArmorHost, appArmorState, type AppArmorHost } from './apparmor.ts';
 import { canonical, hiddenHomeFolder, isInside } from './base-dir.ts';
 import type { HostContext } from './host-context.ts';
@@ -316,6 +316,8 @@ interface VmDisk {
   overlay: string;
   backing: string[];
   files: string[];
+  /** A backing file the overlay names that does not exist. */
+  missing?: string;
 }
 
 async function vmDisks(ctx: HostContext): Promise<VmDisk[] | string> {
@@ -328,7 +330,14 @@ async function vmDisks(ctx: HostContext): Promise<VmDisk[] | string> {
     // The boot overlay, and the one `ivm rollback` returns to.
     for (const [label, overlay] of [[name, paths.boot], [`${name} (rollback)`, paths.bootPrevious]] as const) {
       if (!fs.existsSync(overlay)) continue;
-      const backing = (await backingChain(ctx.runner, overlay)).slice(1).map((info) => info.filename);
+      // The overlay's own header first: reading the whole chain fails when a base is gone.
+      const top = await imageInfo(ctx.runner, overlay);
+      const direct = top['full-backing-filename'] ?? top['backing-filename'];
+      if (direct !== undefined && !fs.existsSync(direct)) {
+        disks.push({ vm: label, overlay, backing: [direct], files: [overlay], missing: direct });
+        continue;
+      }
+      const backing = direct === undefined ? [] : (await backingChain(ctx.runner, overlay)).slice(1).map((info) => info.filename);
       disks.push({ vm: label, overlay, backing, files: [overlay, ...backing] });
     }
   }
@@ -338,7 +347,17 @@ async function vmDisks(ctx: HostContext): Promise<VmDisk[] | string> {
 function backingCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
   const base = { id: 'backing-files', title: "VMs' backing files" };
   if (typeof disks === 'string') return { ...base, status: 'skip', found: `${disks}: no VM to check` };
-  const withBase = disks.filter((d) => d.backing.length > 0);
+  const gone = disks.filter((d) => d.missing !== undefined);
+  const goneCurrent = gone.filter((d) => !d.vm.endsWith('(rollback)'));
+  if (goneCurrent.length > 0) {
+    return {
+      ...base,
+      status: 'fail',
+      found: goneCurrent.map((d) => `${d.vm}: its base ${d.missing} is gone, so it cannot boot`).join('; '),
+      fix: `ivm upgrade ${goneCurrent[0]!.vm} (makes a new boot overlay on the machine's latest base, keeping /var)`,
+    };
+  }
+  const withBase = disks.filter((d) => d.backing.length > 0 && d.missing === undefined);
   const outside = withBase.flatMap((d) => d.backing.filter((b) => !isInside(ctx.settings.baseDir, b)).map((b) => ({ vm: d.vm, overlay: d.overlay, file: b })));
   if (outside.length > 0) {
     const first = outside[0]!;
@@ -354,6 +373,14 @@ function backingCheck(ctx: HostContext, disks: VmDisk[] | string): Check {
   const noBase = disks.filter((d) => d.backing.length === 0 && d.overlay !== '');
   if (noBase.length > 0) {
     return { ...base, status: 'warn', found: `${noBase.map((d) => d.vm).join(', ')}: boot disk without a backing file`, fix: `ivm upgrade ${noBase[0]!.vm.split(' ')[0]}` };
+  }
+  if (gone.length > 0) {
+    return {
+      ...base,
+      status: 'warn',
+      found: gone.map((d) => `${d.vm}: the previous base ${d.missing} is gone, so ivm rollback is impossible`).join('; '),
+      fix: 'nothing to do unless you need that rollback: the next ivm upgrade replaces the rollback target',
+    };
   }
   return { ...base, status: 'ok', found: withBase.length === 0 ? 'no VM disks yet' : `${new Set(withBase.map((d) => d.vm.split(' ')[0])).size} VM(s), every backing file inside ${ctx.settings.baseDir}` };
 }

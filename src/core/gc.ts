@@ -58,7 +58,8 @@ export async function collectGarbage(ctx: Context): Promise<GcResult> {
     } catch (error) {
       throw new RefusedError(`cannot read the backing chain of ${disk}, so gc deletes nothing: ${(error as Error).message}`);
     }
-    for (const image of chain.slice(1)) users.set(canonical(image.filename), disk);
+    // The disk itself too: a domain may use a base directly, or a link in IVM_VM_DIR point at one.
+    for (const image of chain) users.set(canonical(image.filename), disk);
   }
   for (const name of machineNames(ctx.project)) {
     const record = readBuildRecord(ctx.project, name);

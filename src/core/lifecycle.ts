@@ -5,7 +5,7 @@ import { RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
-import { domainStateOrRefuse, isRunning, ownDomainState, shutDown } from './running.ts';
+import { domainStateOrRefuse, isRunning, ownDomain, savedError, shutDown } from './running.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
 import { loadMachine, machineDir } from './machine.ts';
@@ -54,17 +54,24 @@ export async function destroyVm(
     if (options.quietIfAbsent) return;
     throw new RefusedError(`machines/${name}/ has no machine-id: no VM was made of it here, so nothing of it is destroyed`);
   }
-  const found = await ownDomainState(ctx, name, machineIdFrom(dir));
-  const state = found === 'undefined' ? undefined : found;
+  const found = await ownDomain(ctx, name, machineIdFrom(dir));
+  const state = found?.state;
   if (state !== undefined && isRunning(state) && !options.force) {
     throw new RefusedError(`${name} is ${state}`, `stop it first (ivm stop ${name}), or add --force to power it off`);
   }
+  // A saved memory image goes with the domain only when asked for (--force); undefine needs that said.
+  const saved = found?.managedSave === true;
+  if (saved && !options.force) throw savedError(name);
   const steps: Step[] = [];
   if (state !== undefined && isRunning(state)) {
     steps.push({ kind: 'run', title: 'power off', command: virshCommand(ctx.runner, ['destroy', name], true) });
   }
   if (state !== undefined) {
-    steps.push({ kind: 'run', title: 'undefine (with its NVRAM)', command: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) });
+    steps.push({
+      kind: 'run',
+      title: saved ? 'undefine (with its NVRAM and its saved memory image)' : 'undefine (with its NVRAM)',
+      command: virshCommand(ctx.runner, ['undefine', '--nvram', ...(saved ? ['--managed-save'] : []), name], true),
+    });
   }
   const files = [paths.boot, paths.bootPrevious, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])].filter((f) => fs.existsSync(f));
   if (files.length > 0) steps.push({ kind: 'run', title: 'remove files', command: removeCommand(...files) });

@@ -1,14 +1,19 @@
 // ivm recreate: a clean slate. A fresh boot overlay AND a fresh /var disk: every byte of the VM's
 // /var is lost, so it asks first (or needs --yes where nobody can be asked).
 import fs from 'node:fs';
+import path from 'node:path';
 import readline from 'node:readline/promises';
 import { RefusedError } from '../errors.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { createVm } from './create.ts';
 import { destroyVm } from './lifecycle.ts';
+import { listDomains } from '../host/virsh.ts';
+import { requireBaseInBaseDir } from './base-dir.ts';
+import { planIdentity } from './identity.ts';
 import { loadMachine } from './machine.ts';
-import { vmPaths } from './vm-paths.ts';
+import { reservationSteps } from './net.ts';
+import { vmPaths, type VmPaths } from './vm-paths.ts';
 
 export interface RecreateOptions {
   yes: boolean;
@@ -17,14 +22,37 @@ export interface RecreateOptions {
 }
 
 export async function recreateVm(ctx: Context, name: string, options: RecreateOptions): Promise<void> {
-  await loadMachine(ctx.runner, ctx.project, name);
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
+  await refuseUnknownLeftovers(ctx, name, machine.dir, paths);
+  // What create would refuse is refused before anything is destroyed: a bad identity (a .pub
+  // without its private key), or an address that cannot be reserved.
+  planIdentity(machine.dir, name);
+  await reservationSteps({ ...ctx, say: () => undefined }, machine);
   if (!ctx.runner.dryRun && !options.yes && fs.existsSync(paths.var)) await confirm(name, paths.var);
   // Build first: a failing build must not leave the user without a VM.
   const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  requireBaseInBaseDir(ctx.settings, base);
   if (ctx.runner.dryRun) ctx.say(`# recreate ${name}: destroy (with its /var disk), then create`);
   await destroyVm(ctx, name, { deleteVar: true, force: true, quietIfAbsent: true });
   await createVm(ctx, name, { build: false, start: options.start, base, replacing: true });
+}
+
+/**
+ * Without machines/<name>/machine-id, destroy cannot tell that a domain or disks of this name are
+ * this machine's, and leaves them; create would then refuse. Say so before anything happens.
+ */
+async function refuseUnknownLeftovers(ctx: Context, name: string, dir: string, paths: VmPaths): Promise<void> {
+  if (fs.existsSync(path.join(dir, 'machine-id'))) return;
+  const found = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
+  if ((await listDomains(ctx.runner)).has(name)) found.push(`libvirt domain ${name}`);
+  if (found.length === 0) return;
+  throw new RefusedError(
+    `machines/${name}/machine-id is missing, so nothing tells that these are this machine's; nothing was changed:\n${found.map((f) => `  ${f}`).join('\n')}`,
+    fs.existsSync(paths.var)
+      ? `restore the machine-id from the /var disk: guestfish --ro -a ${paths.var} -m /dev/sda cat /identity/machine-id > machines/${name}/machine-id`
+      : `remove them yourself if they are this machine's (virsh undefine --nvram ${name}; rm the files), then run ivm recreate ${name} again`,
+  );
 }
 
 async function confirm(name: string, varDisk: string): Promise<void> {
@@ -34,7 +62,14 @@ async function confirm(name: string, varDisk: string): Promise<void> {
   }
   const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
   try {
-    const answer = await rl.question(`${warning}.\nType the machine name to confirm: `);
+    let answer: string;
+    try {
+      answer = await rl.question(`${warning}.\nType the machine name to confirm: `);
+    } catch {
+      // Ctrl+C or Ctrl+D at the prompt: an answer too.
+      answer = '';
+      process.stderr.write('\n');
+    }
     if (answer.trim() !== name) throw new RefusedError('not confirmed; nothing was changed');
   } finally {
     rl.close();

@@ -1,7 +1,7 @@
 // A VM's state before a change: guestfish never opens the disks of a running VM, so changes either
 // wait for it to be stopped or (--restart) shut it down gracefully first.
 import { IvmError, RefusedError } from '../errors.ts';
-import { domainState, virshCommand } from '../host/virsh.ts';
+import { domainInfo, domainState, virshCommand, type DomainInfo } from '../host/virsh.ts';
 import type { Context } from './context.ts';
 import { domainUuid } from './identity.ts';
 
@@ -27,17 +27,35 @@ export function isRunning(state: string): boolean {
  * or by another project, is never changed.
  */
 export async function ownDomainState(ctx: Context, name: string, machineId: string): Promise<string> {
-  const state = await domainState(ctx.runner, name);
-  if (state === undefined) return 'undefined';
-  const result = await ctx.runner.run(virshCommand(ctx.runner, ['domuuid', name], false));
-  const uuid = result.stdout.trim();
-  if (uuid !== domainUuid(machineId)) {
+  const info = await ownDomain(ctx, name, machineId);
+  if (info === undefined) return 'undefined';
+  if (info.managedSave) throw savedError(name);
+  return info.state;
+}
+
+/** The domain of this name, after checking it is this machine's (see ownDomainState). One virsh call. */
+export async function ownDomain(ctx: Context, name: string, machineId: string): Promise<DomainInfo | undefined> {
+  const info = await domainInfo(ctx.runner, name);
+  if (info === undefined) return undefined;
+  if (info.uuid !== domainUuid(machineId)) {
     throw new RefusedError(
-      `the libvirt domain ${name} (uuid ${uuid}) is not this project's machine ${name} (whose uuid is ${domainUuid(machineId)}): nothing was changed`,
+      `the libvirt domain ${name} (uuid ${info.uuid}) is not this project's machine ${name} (whose uuid is ${domainUuid(machineId)}): nothing was changed`,
       'a VM of that name was made by other means or from another checkout; rename one of them',
     );
   }
-  return state;
+  return info;
+}
+
+/**
+ * A domain with a managed-save image is "shut off" to libvirt, but its memory, with /var mounted,
+ * waits in that image: `start` resumes it on the disks as they are then. Changing them underneath
+ * would corrupt /var, so it counts as running.
+ */
+export function savedError(name: string): RefusedError {
+  return new RefusedError(
+    `${name} has a saved memory image (virsh managedsave): starting it resumes that memory on its disks, so they must not change; nothing was changed`,
+    `resume it and shut it down (ivm start ${name}; ivm stop ${name}), or discard the saved state: virsh managedsave-remove ${name}`,
+  );
 }
 
 /**
@@ -48,7 +66,11 @@ export async function shutDown(ctx: Context, name: string, timeoutSeconds: numbe
   await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
   if (ctx.runner.dryRun) return;
   if (!(await waitForShutOff(ctx, name, timeoutSeconds))) {
-    throw new IvmError(`${name} did not shut down within ${timeoutSeconds} s${forChange ? '; nothing was changed' : ''}`, { hint });
+    // The request stays with the guest, which may still power off later: say so, not "nothing changed".
+    throw new IvmError(
+      `${name} did not shut down within ${timeoutSeconds} s (it was asked to, and may still power off later)${forChange ? '; nothing else was done' : ''}`,
+      { hint },
+    );
   }
 }
 

@@ -2,7 +2,7 @@
 // sizes, and, when the VM is stopped, /identity on its /var disk (guestfish, read-only).
 import fs from 'node:fs';
 import path from 'node:path';
-import { backingChain } from '../host/qemu-img.ts';
+import { imageInfo } from '../host/qemu-img.ts';
 import { domainState } from '../host/virsh.ts';
 import { readBuildRecord } from './base-image.ts';
 import { backingOf } from './boot-overlay.ts';
@@ -29,8 +29,8 @@ export interface VmStatus {
 
 async function disk(ctx: Context, file: string): Promise<DiskStatus | undefined> {
   if (!fs.existsSync(file)) return undefined;
-  const [info] = await backingChain(ctx.runner, file);
-  return { path: file, virtualBytes: info?.['virtual-size'] ?? 0, allocatedBytes: fs.statSync(file).blocks * 512 };
+  const info = await imageInfo(ctx.runner, file);
+  return { path: file, virtualBytes: info['virtual-size'] ?? 0, allocatedBytes: fs.statSync(file).blocks * 512 };
 }
 
 export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
@@ -84,7 +84,7 @@ export function formatStatus(status: VmStatus): string[] {
   return [
     `name:           ${status.name}`,
     `state:          ${status.state}`,
-    `base:           ${status.base ? `${status.base.path}${status.base.exists ? '' : ' (MISSING)'}` : 'none'}`,
+    `base:           ${status.base ? `${status.base.path}${status.base.exists ? '' : ` (MISSING: it cannot boot; ivm upgrade ${status.name} moves it to its latest base)`}` : 'none'}`,
     `  store path:   ${status.base?.storePath ?? 'unknown'}`,
     `rollback base:  ${status.rollbackBase ? `${status.rollbackBase.path}${status.rollbackBase.exists ? '' : ' (gone: rollback impossible)'}` : 'none'}`,
     `boot overlay:   ${diskLine(status.disks.boot)}`,

@@ -5,7 +5,7 @@ import { RefusedError } from '../errors.ts';
 import { virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
-import { backingOf, switchBaseSteps } from './boot-overlay.ts';
+import { backingOf, finishSwitchSteps, switchBaseSteps } from './boot-overlay.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
@@ -65,6 +65,7 @@ interface UpgradeTarget {
 
 async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void> {
   const { name, machine, machineId, sources, paths, base, state } = target;
+  await finishSwitch(ctx, paths);
   const current = await backingOf(ctx.runner, paths.boot);
   const baseChanges = current !== base;
   let session: Session | undefined;
@@ -101,19 +102,34 @@ async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void
       if (sync.length > 0) await session.send(sync, { mutates: true });
       await session.close();
     }
-    const steps: Step[] = baseChanges ? switchBaseSteps(paths, base) : [];
-    steps.push(...redefineSteps(ctx, paths.xml, xml));
+    // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
+    const steps: Step[] = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
+    if (baseChanges) steps.push(...switchBaseSteps(paths, base));
     await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
   } finally {
     session?.abort();
   }
 }
 
-function redefineSteps(ctx: Context, xmlPath: string, xml: string): Step[] {
+function redefineSteps(ctx: Context, xmlPath: string, xml: string, name: string, wasUndefined: boolean): Step[] {
   return [
     { kind: 'write', title: 'domain XML', path: xmlPath, content: xml },
-    { kind: 'run', title: 'redefine the domain (same uuid and MAC)', command: virshCommand(ctx.runner, ['define', xmlPath], true) },
+    {
+      kind: 'run',
+      title: 'redefine the domain (same uuid and MAC)',
+      command: virshCommand(ctx.runner, ['define', xmlPath], true),
+      // A domain defined anew (a VM brought back on its kept /var) goes again if a later step fails.
+      ...(wasUndefined ? { undo: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) } : {}),
+    },
   ];
+}
+
+/** Runs finishSwitchSteps, saying what it put right. */
+async function finishSwitch(ctx: Context, paths: VmPaths): Promise<void> {
+  const steps = finishSwitchSteps(paths);
+  if (steps.length === 0) return;
+  await executePlan(ctx.runner, { title: 'finish an interrupted switch', steps }, ctx.say);
+  if (!ctx.runner.dryRun) for (const step of steps) ctx.say(step.title);
 }
 
 /** Puts the boot overlay back onto the previous base; the current one becomes the rollback target. */
@@ -123,6 +139,7 @@ export async function rollbackVm(ctx: Context, name: string, options: { restart:
   const machineId = requireIdentity(machine.dir, name);
   await domainStateOrRefuse(ctx, name);
   const state = await ownDomainState(ctx, name, machineId);
+  await finishSwitch(ctx, paths);
   const previous = await backingOf(ctx.runner, paths.bootPrevious);
   if (previous === undefined) throw new RefusedError(`${name} has no previous base to roll back to (no ${paths.bootPrevious})`);
   if (!fs.existsSync(previous)) {
@@ -138,7 +155,8 @@ export async function rollbackVm(ctx: Context, name: string, options: { restart:
   ctx.say(`rollback ${name}:\n  base: ${current ?? '(no boot overlay)'} -> ${previous}`);
   const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
   try {
-    await executePlan(ctx.runner, { title: `rollback ${name}`, steps: [...switchBaseSteps(paths, previous), ...redefineSteps(ctx, paths.xml, xml)] }, ctx.say);
+    const steps = [...redefineSteps(ctx, paths.xml, xml, name, false), ...switchBaseSteps(paths, previous)];
+    await executePlan(ctx.runner, { title: `rollback ${name}`, steps }, ctx.say);
   } finally {
     if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
   }

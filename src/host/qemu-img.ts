@@ -28,3 +28,12 @@ export async function backingChain(runner: Runner, path: string): Promise<ImageI
   });
   return JSON.parse(result.stdout) as ImageInfo[];
 }
+
+/**
+ * One image's own header, without opening its backing file: works when that file is gone (the
+ * case status, rollback and doctor must be able to report). Read-only; runs under --dry-run too.
+ */
+export async function imageInfo(runner: Runner, path: string): Promise<ImageInfo> {
+  const result = await runner.run({ tool: 'qemu-img', args: ['info', '--output=json', '-U', path], mutates: false });
+  return JSON.parse(result.stdout) as ImageInfo;
+}

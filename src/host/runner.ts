@@ -101,7 +101,8 @@ export class Runner {
     if (command.mutates) this.beforeMutation();
     if (this.verbose) this.echo(this.describe(command));
     const [file, ...args] = this.argv(command) as [string, ...string[]];
-    const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : {};
+    // virsh's words are parsed (states, dominfo fields, error messages): never a translation of them.
+    const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : command.tool === 'virsh' && !command.interactive ? { LC_ALL: 'C' } : {};
     let result;
     try {
       result = await execa(file, args, {

@@ -31,3 +31,31 @@ export async function domainState(runner: Runner, name: string): Promise<string 
   }
   return result.stdout.trim();
 }
+
+export interface DomainInfo {
+  /** As `virsh domstate` prints it: running, shut off, paused, ... */
+  state: string;
+  uuid: string;
+  /** A saved memory image (virsh managedsave, libvirt-guests' suspend) that `start` resumes. */
+  managedSave: boolean;
+}
+
+/** State, uuid and managed-save image of one domain, from one `virsh dominfo`; undefined when there is none. */
+export async function domainInfo(runner: Runner, name: string): Promise<DomainInfo | undefined> {
+  const command = virshCommand(runner, ['dominfo', name], false);
+  const result = await runner.run(command, { allowFailure: true });
+  if (result.exitCode !== 0) {
+    if (/failed to get domain|Domain not found/i.test(result.stderr)) return undefined;
+    throw runner.failure(command, result.exitCode, result.stderr);
+  }
+  return parseDomainInfo(result.stdout);
+}
+
+export function parseDomainInfo(text: string): DomainInfo {
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const match = /^([^:]+):\s*(.*?)\s*$/.exec(line);
+    if (match) fields.set(match[1]!.trim().toLowerCase(), match[2]!);
+  }
+  return { state: fields.get('state') ?? 'unknown', uuid: fields.get('uuid') ?? '', managedSave: fields.get('managed save') === 'yes' };
+}
