@@ -91,9 +91,13 @@ net *args:
 ip name *flags:
     {{ ivm }} ip "$@"
 
-# ssh to a VM with its pinned host key (flags: --admin; a command after --)
-ssh name *args:
-    {{ ivm }} ssh "$@"
+# ssh to a VM as `user`, its host key pinned; words after the name are the command (just ssh web uname -a)
+ssh name *command:
+    n="$1"; shift; {{ ivm }} ssh "$n" -- "$@"
+
+# The same as `admin` (sudo): just ssh-admin web sudo systemctl status
+ssh-admin name *command:
+    n="$1"; shift; {{ ivm }} ssh --admin "$n" -- "$@"
 
 # Wait until a VM answers on SSH with its pinned host key (flag: --timeout SECONDS)
 wait name *flags:

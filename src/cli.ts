@@ -31,7 +31,7 @@ Environment (README.md, "Environment"):
                       ignored in session mode)
   NIX VIRSH QEMU_IMG GUESTFISH CP READLINK SSH APPARMOR_PARSER
                       a tool's whole command, used as given (e.g. VIRSH="sudo virsh")
-  LIBGUESTFS_BACKEND  guestfish backend (default: direct); every LIBGUESTFS_* reaches guestfish
+  LIBGUESTFS_BACKEND  guestfish backend (default: direct); every LIBGUESTFS_* and SUPERMIN_* reaches guestfish
   LIBVIRT_URI         libvirt connection (default: qemu:///system; qemu:///session: session mode, no root)
   OVMF_CODE OVMF_VARS UEFI firmware files (default: libvirt picks firmware without Secure Boot)
   IVM_BASE_DIR        shared read-only base images (default: /var/lib/libvirt/base-images;
@@ -40,7 +40,7 @@ Environment (README.md, "Environment"):
   IVM_ROOT            the project folder (default: found upward from the working directory)
 
 Exit codes: 0 ok, 1 a command failed, 2 bad input, 3 refused (would lose or overwrite something,
-or wrong VM state), 4 environment (missing tool, libvirt unreachable, virtlogd down).`;
+or wrong VM state), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied).`;
 
 export function buildProgram(): Command {
   const program = new Command('ivm')
@@ -61,6 +61,29 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A file ivm reads or writes itself (identity files, XML, build records) that this user may not
+ * touch, or a file where a folder belongs: the host's state, said plainly, never a stack trace.
+ */
+function fileSystemError(error: unknown): IvmError | undefined {
+  const { code, path: file, syscall } = (error ?? {}) as NodeJS.ErrnoException;
+  if (typeof file !== 'string' || typeof code !== 'string') return undefined;
+  const what = `${syscall ?? 'use'} ${file}`;
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new IvmError(`permission denied: cannot ${what}`, {
+      exitCode: ExitCode.environment,
+      hint: 'it belongs to another user (made by a run as root?): run ivm as that user, or give it back: sudo chown -R "$USER" on it',
+    });
+  }
+  if (code === 'EROFS') return new IvmError(`cannot ${what}: the filesystem is read-only`, { exitCode: ExitCode.environment });
+  if (code === 'ENOTDIR' || code === 'EISDIR') {
+    return new IvmError(`cannot ${what}: ${code === 'ENOTDIR' ? 'a file stands where a folder belongs' : 'a folder stands where a file belongs'}`, {
+      exitCode: ExitCode.badInput,
+    });
+  }
+  return undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -75,6 +98,12 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`ivm: ${error.message}\n`);
       if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
       return error.exitCode;
+    }
+    const denied = fileSystemError(error);
+    if (denied) {
+      process.stderr.write(`ivm: ${denied.message}\n`);
+      if (denied.hint) process.stderr.write(`hint: ${denied.hint}\n`);
+      return denied.exitCode;
     }
     process.stderr.write(`ivm: internal error (please report it):\n${(error as Error).stack ?? String(error)}\n`);
     return 70;

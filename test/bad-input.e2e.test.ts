@@ -1,12 +1,13 @@
 // Bad input and failures midway, through the real CLI: each a clear message, a non-zero exit code,
 // and nothing left behind. No guestfish launch and no boot here (they fail before or without one),
 // except the qemu-img failure, which happens before guestfish runs.
+import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureLibvirt, ensureNetwork, virsh } from './support/libvirt.ts';
-import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
+import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 
 describe('bad input gets a clear error and exit code', () => {
   let project: TestProject;
@@ -133,5 +134,27 @@ describe('bad input gets a clear error and exit code', () => {
     const second = await project.ivm(['identity', 'keep']);
     expect(second.stdout).toContain('identity complete, nothing to write');
     expect(fs.readFileSync(path.join(dir, 'ssh_host_ed25519_key'), 'utf8')).toBe(key);
+  });
+
+  it("says so when a file ivm reads is another user's (a host key made by root, read as nobody): exit 4", async () => {
+    // identity 'keep' was made by root above: its host key is root's, mode 0600.
+    const r = await execa('runuser', ['-u', 'nobody', '--', process.execPath, IVM_BIN, 'identity', 'keep'], {
+      cwd: project.root,
+      env: { ...project.env, HOME: '/tmp' },
+      reject: false,
+    });
+    expectClean({ exitCode: r.exitCode ?? -1, stderr: r.stderr }, 4, /^ivm: permission denied: cannot open .*machines\/keep\/ssh_host_ed25519_key\nhint: it belongs to another user/);
+  });
+
+  it('a file named machines where the folder belongs is no project, said plainly', async () => {
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-nomachines-'));
+    fs.writeFileSync(path.join(other, 'flake.nix'), '{ outputs = _: { }; }\n');
+    fs.writeFileSync(path.join(other, 'machines'), 'not a folder\n');
+    try {
+      const r = await execa(process.execPath, [IVM_BIN, 'list'], { cwd: other, env: { ...project.env, IVM_ROOT: '' }, reject: false });
+      expectClean({ exitCode: r.exitCode ?? -1, stderr: r.stderr }, 2, /no ivm project here: no folder with flake.nix and machines\//);
+    } finally {
+      fs.rmSync(other, { recursive: true });
+    }
   });
 });

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureNetwork } from './support/libvirt.ts';
-import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
+import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import type { DoctorReport } from '../src/core/doctor.ts';
 
 async function qcow2(file: string, backing?: string): Promise<void> {
@@ -209,5 +209,29 @@ describe('ivm doctor', () => {
     } finally {
       fs.chmodSync(project.baseDir, 0o755);
     }
+  });
+  it('a base-image folder this user cannot list is a failed check (doctor) and a plan (host setup), not a crash', async () => {
+    // As nobody, with IVM_BASE_DIR root's and 0700: exactly what these two commands are for.
+    const closed = path.join(project.root, 'closed-base');
+    fs.mkdirSync(closed, { mode: 0o700 });
+    const asNobody = (args: string[]) =>
+      execa('runuser', ['-u', 'nobody', '--', process.execPath, IVM_BIN, ...args], {
+        cwd: project.root,
+        // No sudo (it would ask for a password); nobody cannot reach libvirt either, and says so.
+        env: { ...project.env, HOME: '/tmp', IVM_BASE_DIR: closed, SUDO: '' },
+        reject: false,
+      });
+    const doc = await asNobody(['doctor', '--json']);
+    expect(doc.stderr).not.toMatch(/internal error|\n\s+at /);
+    const check = (JSON.parse(doc.stdout) as DoctorReport).checks.find((c) => c.id === 'base-dir');
+    expect(check?.status).toBe('fail');
+    expect(check?.found).toContain(`${closed}: mode 0700, not 0755; its images cannot be listed by this user (EACCES)`);
+    const setup = await asNobody(['host', 'setup']);
+    // (libvirt's own message for nobody may say "internal error"; ivm's own never may.)
+    expect(setup.stderr).not.toMatch(/ivm: internal error|\n\s+at /);
+    expect(setup.stdout).toContain(`skip    base images: ${closed} cannot be listed by this user (EACCES)`);
+    expect(setup.stdout).not.toContain('none installed yet');
+    expect(setup.stdout).toMatch(new RegExp(`^chmod 0755 ${closed}$`, 'm'));
+    expect(setup.exitCode).toBe(4);
   });
 });

@@ -53,13 +53,14 @@ describe('runner argv', () => {
     expect(r.argv({ tool: 'qemu-img', args: ['info'], mutates: false })).toEqual(['/opt/qemu/bin/qemu-img', 'info']);
   });
 
-  it('names the LIBGUESTFS_* variables on the command line when sudo or HOST_CMD would drop them', () => {
-    const { r } = runner({ SUDO: 'sudo', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' });
+  it('names the LIBGUESTFS_* and SUPERMIN_* variables on the command line when sudo or HOST_CMD would drop them', () => {
+    const { r } = runner({ SUDO: 'sudo', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg', SUPERMIN_KERNEL: '/k/vmlinuz' });
     expect(r.argv({ tool: 'guestfish', args: [], mutates: true })).toEqual([
       'sudo',
       'env',
       'LIBGUESTFS_BACKEND=direct',
       'LIBGUESTFS_BACKEND_SETTINGS=force_tcg',
+      'SUPERMIN_KERNEL=/k/vmlinuz',
       'guestfish',
     ]);
     expect(runner({ LIBGUESTFS_BACKEND: 'libvirt' }).r.settings.guestfsEnv.LIBGUESTFS_BACKEND).toBe('libvirt');
@@ -159,6 +160,24 @@ describe('runner execution (real processes)', () => {
         expect(error.hint).toContain('apt install libguestfs-tools');
       } finally {
         process.env.PATH = saved;
+      }
+    });
+
+    it('says which package provides a program missing behind a prefix (HOST_CMD, SUDO: exit 127)', async () => {
+      // A PATH with env but no guestfish: the prefix starts, and reports the program missing.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-noguestfish-'));
+      fs.symlinkSync('/usr/bin/env', path.join(dir, 'env'));
+      const saved = process.env.PATH;
+      process.env.PATH = dir;
+      try {
+        const session = runner({ HOST_CMD: '/usr/bin/env' }).r.startSession({ tool: 'guestfish', args: [], mutates: false });
+        const error = await session.send(['run']).catch((e) => e);
+        expect(error).toBeInstanceOf(ToolMissingError);
+        expect(error.message).toBe('guestfish: command not found');
+        expect(error.hint).toContain('apt install libguestfs-tools');
+      } finally {
+        process.env.PATH = saved;
+        fs.rmSync(dir, { recursive: true });
       }
     });
   });

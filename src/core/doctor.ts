@@ -253,7 +253,14 @@ function baseDirCheck(ctx: HostContext): Check {
   const problems: string[] = [];
   if (st.uid !== owner) problems.push(`owned by uid ${st.uid}, not ${session ? 'you' : 'root'}`);
   if ((st.mode & 0o7777) !== 0o755) problems.push(`mode ${modeOf(st)}, not 0755`);
-  const images = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith('.'));
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (error) {
+    problems.push(`its images cannot be listed by this user (${(error as NodeJS.ErrnoException).code})`);
+    return { ...base, status: 'fail', found: `${dir}: ${problems.join('; ')}`, fix };
+  }
+  const images = entries.filter((e) => e.isFile() && !e.name.startsWith('.'));
   const writable = images.filter((e) => (fs.statSync(path.join(dir, e.name)).mode & 0o7777) !== 0o444).map((e) => e.name);
   if (writable.length > 0) problems.push(`not 0444: ${writable.join(', ')}`);
   if (problems.length > 0) return { ...base, status: 'fail', found: `${dir}: ${problems.join('; ')}`, fix };

@@ -43,13 +43,26 @@ function filesIn(dir: string, keep: (name: string) => boolean): string[] {
     });
 }
 
+function certainlyMissing(ctx: Context, file: string): boolean {
+  if (ctx.settings.hostCmd.length > 0) return false;
+  try {
+    fs.statSync(file);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
 export async function collectGarbage(ctx: Context): Promise<GcResult> {
   const { baseDir, vmDir } = ctx.settings;
   const bases = filesIn(baseDir, (name) => name.endsWith('.qcow2') && !name.startsWith('.'));
   // Every disk that may use a base: the files in IVM_VM_DIR, and the disks of every libvirt domain
   // wherever they are.
   const disks = new Set(filesIn(vmDir, (name) => !NOT_DISKS.test(name)));
-  for (const disk of await domainDisks(ctx)) if (fs.existsSync(disk)) disks.add(disk);
+  // A domain's disk is skipped only when it is certainly not there. One ivm cannot stat (a folder
+  // closed to this user, or on the host behind HOST_CMD) is still read, by qemu-img, and if that
+  // fails too, gc deletes nothing.
+  for (const disk of await domainDisks(ctx)) if (!certainlyMissing(ctx, disk)) disks.add(disk);
   const users = new Map<string, string>();
   for (const disk of disks) {
     let chain;

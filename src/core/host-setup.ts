@@ -90,17 +90,21 @@ export async function planHostSetup(ctx: HostContext, host: AppArmorHost = appAr
     if (problems.length > 0) item('todo', 'base-image folder', `${baseDir}: ${problems.join(', ')}; wants ${ownerName}, 0755`);
     else if (base.uid === owner) item('ok', 'base-image folder', `${baseDir}: ${ownerName}, 0755`);
 
-    const images = fs
-      .readdirSync(baseDir, { withFileTypes: true })
-      .filter((e) => e.isFile() && !e.name.startsWith('.'))
-      .map((e) => path.join(baseDir, e.name));
+    let entries: fs.Dirent[] | undefined;
+    try {
+      entries = fs.readdirSync(baseDir, { withFileTypes: true });
+    } catch (error) {
+      // Closed to this user: the folder's own steps above open it; its images are checked next run.
+      item('skip', 'base images', `${baseDir} cannot be listed by this user (${(error as NodeJS.ErrnoException).code}): checked again after the folder is fixed`);
+    }
+    const images = (entries ?? []).filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => path.join(baseDir, e.name));
     const writable = images.filter((f) => (fs.statSync(f).mode & 0o7777) !== 0o444);
     const foreign = session ? [] : images.filter((f) => fs.statSync(f).uid !== 0);
     if (foreign.length > 0) steps.push(run('base images owned by root', { tool: 'chown', args: ['root:root', '--', ...foreign], mutates: true }));
     if (writable.length > 0) steps.push(run('base images read-only (0444)', { tool: 'chmod', args: ['0444', '--', ...writable], mutates: true }));
     if (writable.length + foreign.length > 0) {
       item('todo', 'base images', `${[...new Set([...writable, ...foreign])].map((f) => path.basename(f)).join(', ')}: wants ${ownerName}, 0444`);
-    } else {
+    } else if (entries) {
       item('ok', 'base images', images.length === 0 ? 'none installed yet' : `${images.length} image(s), all 0444`);
     }
   }

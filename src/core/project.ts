@@ -25,13 +25,13 @@ export function projectAt(root: string): Project {
 export function findProject(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Project {
   if (env.IVM_ROOT) {
     const root = path.resolve(env.IVM_ROOT);
-    if (!fs.existsSync(path.join(root, 'machines'))) {
+    if (!isFolder(path.join(root, 'machines'))) {
       throw new BadInputError(`IVM_ROOT=${env.IVM_ROOT} has no machines/ folder`);
     }
     return projectAt(root);
   }
   for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'flake.nix')) && fs.existsSync(path.join(dir, 'machines'))) return projectAt(dir);
+    if (fs.existsSync(path.join(dir, 'flake.nix')) && isFolder(path.join(dir, 'machines'))) return projectAt(dir);
     if (dir === path.dirname(dir)) break;
   }
   throw new BadInputError(
@@ -40,9 +40,17 @@ export function findProject(env: NodeJS.ProcessEnv = process.env, cwd = process.
   );
 }
 
+function isFolder(file: string): boolean {
+  try {
+    return fs.statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Names of the folders in machines/ that hold a meta.nix, sorted. */
 export function machineNames(project: Project): string[] {
-  if (!fs.existsSync(project.machinesDir)) return [];
+  if (!isFolder(project.machinesDir)) return [];
   return fs
     .readdirSync(project.machinesDir, { withFileTypes: true })
     .filter((entry) => entry.isDirectory() && fs.existsSync(path.join(project.machinesDir, entry.name, 'meta.nix')))

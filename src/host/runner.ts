@@ -173,6 +173,8 @@ export class Runner {
   /** The error for a session that failed: its exit code and stderr, or why it could not start. */
   failure(command: Command, code: number | undefined, stderr: string, spawnError?: Error): Error {
     if (spawnError) return this.translateSpawnError(command, this.argv(command)[0]!, spawnError);
+    // A program missing behind a prefix (sudo, env, HOST_CMD): as run() says it.
+    if (code !== 0 && saysNotFound(stderr, TOOLS[command.tool].program)) return new ToolMissingError(TOOLS[command.tool].program, TOOLS[command.tool].packages);
     return new CommandFailedError(shellLine(this.argv(command)), code, lastLines(stderr, 8));
   }
 

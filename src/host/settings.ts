@@ -67,7 +67,8 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, uid = process
   }
   const guestfsEnv: Record<string, string> = { LIBGUESTFS_BACKEND: 'direct' };
   for (const [key, value] of Object.entries(env)) {
-    if (key.startsWith('LIBGUESTFS_') && value !== undefined && value !== '') guestfsEnv[key] = value;
+    // SUPERMIN_*: supermin builds guestfish's appliance (SUPERMIN_KERNEL where /boot has none).
+    if ((key.startsWith('LIBGUESTFS_') || key.startsWith('SUPERMIN_')) && value !== undefined && value !== '') guestfsEnv[key] = value;
   }
   const code = env.OVMF_CODE || undefined;
   const vars = env.OVMF_VARS || undefined;
