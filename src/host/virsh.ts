@@ -23,13 +23,18 @@ export function parseDomainList(text: string): Map<string, string> {
 
 /** The state of one domain, or undefined when there is none of that name. */
 export async function domainState(runner: Runner, name: string): Promise<string | undefined> {
-  const command = virshCommand(runner, ['domstate', name], false);
+  return (await domainQuery(runner, ['domstate', name]))?.trim();
+}
+
+/** A read-only virsh query about one domain: its stdout, or undefined when there is no such domain. */
+async function domainQuery(runner: Runner, args: string[]): Promise<string | undefined> {
+  const command = virshCommand(runner, args, false);
   const result = await runner.run(command, { allowFailure: true });
   if (result.exitCode !== 0) {
     if (/failed to get domain|Domain not found/i.test(result.stderr)) return undefined;
     throw runner.failure(command, result.exitCode, result.stderr);
   }
-  return result.stdout.trim();
+  return result.stdout;
 }
 
 export interface DomainInfo {
@@ -42,13 +47,8 @@ export interface DomainInfo {
 
 /** State, uuid and managed-save image of one domain, from one `virsh dominfo`; undefined when there is none. */
 export async function domainInfo(runner: Runner, name: string): Promise<DomainInfo | undefined> {
-  const command = virshCommand(runner, ['dominfo', name], false);
-  const result = await runner.run(command, { allowFailure: true });
-  if (result.exitCode !== 0) {
-    if (/failed to get domain|Domain not found/i.test(result.stderr)) return undefined;
-    throw runner.failure(command, result.exitCode, result.stderr);
-  }
-  return parseDomainInfo(result.stdout);
+  const text = await domainQuery(runner, ['dominfo', name]);
+  return text === undefined ? undefined : parseDomainInfo(text);
 }
 
 export function parseDomainInfo(text: string): DomainInfo {
