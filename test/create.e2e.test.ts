@@ -143,10 +143,10 @@ describe('ivm create --start (real qemu-img, guestfish, libvirt; stand-in nix bu
     expect(disks.map((d) => fs.statSync(d).mtimeMs)).toEqual(before);
   });
 
-  it('lists the machine with its state from one virsh call', async () => {
+  it('lists the machine with its state from one virsh call, and its base as the latest build', async () => {
     const list = await project.ivm(['--verbose', 'list', '--json']);
     expect(list.exitCode, list.stderr).toBe(0);
-    expect(JSON.parse(list.stdout)).toEqual([{ name: NAME, state: 'shut off' }]);
+    expect(JSON.parse(list.stdout)).toEqual([{ name: NAME, state: 'shut off', base: 'latest' }]);
     expect(list.stderr.split('\n').filter((l) => l.includes('virsh'))).toHaveLength(1);
   });
 

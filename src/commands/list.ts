@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { listVms } from '../core/lifecycle.ts';
+import { listVms, type ListEntry } from '../core/lifecycle.ts';
 
 export function registerList(program: Command, context: ContextFactory): void {
   program
     .command('list')
-    .description('every machine in machines/ with the state of its domain (one virsh call)')
-    .option('--json', 'print JSON: [{"name", "state"}]')
+    .description(
+      "every machine in machines/ with the state of its domain (one virsh call) and whether its base is the machine's latest build",
+    )
+    .option('--json', 'print JSON: [{"name", "state", "base"}], base one of latest, behind, gone, none, unknown')
     .action(async (options: { json?: boolean }) => {
       const entries = await listVms(context());
       if (options.json) {
@@ -14,7 +16,17 @@ export function registerList(program: Command, context: ContextFactory): void {
         return;
       }
       const width = Math.max(4, ...entries.map((e) => e.name.length));
-      process.stdout.write(`${'NAME'.padEnd(width)}  STATE\n`);
-      for (const entry of entries) process.stdout.write(`${entry.name.padEnd(width)}  ${entry.state}\n`);
+      const stateWidth = Math.max(5, ...entries.map((e) => e.state.length));
+      const base: Record<ListEntry['base'], (name: string) => string> = {
+        latest: () => 'latest build',
+        behind: (name) => `older than the latest build (ivm upgrade ${name} --no-build)`,
+        gone: (name) => `its base file is gone (ivm upgrade ${name})`,
+        none: () => '-',
+        unknown: () => 'not built here',
+      };
+      process.stdout.write(`${'NAME'.padEnd(width)}  ${'STATE'.padEnd(stateWidth)}  BASE\n`);
+      for (const entry of entries) {
+        process.stdout.write(`${entry.name.padEnd(width)}  ${entry.state.padEnd(stateWidth)}  ${base[entry.base](entry.name)}\n`);
+      }
     });
 }

@@ -6,6 +6,8 @@ import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
 import { domainStateOrRefuse, isRunning, ownDomain, savedError, shutDown } from './running.ts';
+import { readBuildRecord } from './base-image.ts';
+import { backingOf } from './boot-overlay.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineIdFrom } from './identity.ts';
 import { loadMachine, machineDir } from './machine.ts';
@@ -117,12 +119,30 @@ export interface ListEntry {
   name: string;
   /** libvirt's state ("running", "shut off", ...) or "undefined" when there is no domain. */
   state: string;
+  /**
+   * The boot overlay's base against the machine's latest build: "latest"; "behind" (an older base:
+   * `ivm upgrade NAME --no-build` moves it); "gone" (its base file is missing); "none" (no boot
+   * overlay); "unknown" (nothing built here, so nothing to compare with).
+   */
+  base: 'latest' | 'behind' | 'gone' | 'none' | 'unknown';
 }
 
 /** Every machine with its domain state, from one `virsh list --all` call. */
 export async function listVms(ctx: Context): Promise<ListEntry[]> {
   const names = machineNames(ctx.project);
   const domains = await listDomains(ctx.runner);
-  return names.map((name) => ({ name, state: domains.get(name) ?? 'undefined' }));
+  const entries: ListEntry[] = [];
+  for (const name of names) entries.push({ name, state: domains.get(name) ?? 'undefined', base: await baseAgainstBuild(ctx, name) });
+  return entries;
+}
+
+/** One `qemu-img info` of the overlay alone (milliseconds), compared with the build record. */
+async function baseAgainstBuild(ctx: Context, name: string): Promise<ListEntry['base']> {
+  const current = await backingOf(ctx.runner, vmPaths(ctx.settings, ctx.project, name).boot);
+  if (current === undefined) return 'none';
+  if (!fs.existsSync(current)) return 'gone';
+  const record = readBuildRecord(ctx.project, name);
+  if (!record) return 'unknown';
+  return path.resolve(record.base) === path.resolve(current) ? 'latest' : 'behind';
 }
 
