@@ -299,7 +299,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     try {
       const noId = await project.ivm(['recreate', NAME, '--no-build', '--yes']);
       expect(noId.exitCode).toBe(3);
-      expect(noId.stderr).toMatch(new RegExp(`machines/${NAME}/machine-id is missing.*nothing was changed:\\n[\\s\\S]*libvirt domain ${NAME}\\nhint: restore the machine-id from the /var disk: guestfish --ro`));
+      expect(noId.stderr).toMatch(new RegExp(`machines/${NAME}/machine-id is missing.*nothing was changed:\\n[\\s\\S]*libvirt domain ${NAME} \\(shut off\\)\\nhint: restore the machine-id from the /var disk: guestfish --ro`));
     } finally {
       fs.renameSync(`${id}.away`, id);
     }

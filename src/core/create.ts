@@ -53,14 +53,20 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
   }
 }
 
-async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promise<void> {
-  const conflicts = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
+/** What of a VM of this name exists: its disks and NVRAM, and its libvirt domain (one virsh call). */
+export async function existingParts(ctx: Context, name: string, paths: VmPaths): Promise<{ parts: string[]; domain: boolean }> {
+  const parts = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
   const domains = await listDomains(ctx.runner);
-  if (domains.has(name)) conflicts.push(`libvirt domain ${name} (${domains.get(name)})`);
+  if (domains.has(name)) parts.push(`libvirt domain ${name} (${domains.get(name)})`);
+  return { parts, domain: domains.has(name) };
+}
+
+async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promise<void> {
+  const { parts: conflicts, domain } = await existingParts(ctx, name, paths);
   if (conflicts.length > 0) {
     throw new RefusedError(
       `${name} already exists, nothing was changed:\n${conflicts.map((c) => `  ${c}`).join('\n')}`,
-      fs.existsSync(paths.var) && !domains.has(name)
+      fs.existsSync(paths.var) && !domain
         ? `a /var disk survives \`ivm destroy\`: bring the VM back on it with \`ivm upgrade ${name}\`, or start afresh with \`ivm recreate ${name}\` (its data is lost)`
         : `to remove the VM: ivm destroy ${name} (keeps its /var disk)`,
     );

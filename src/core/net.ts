@@ -309,20 +309,6 @@ export async function planReservation(
   };
 }
 
-/** Makes the reservation planReservation describes, now (ivm net reserve). */
-export async function ensureReservation(
-  ctx: Pick<HostContext, 'runner' | 'say'>,
-  machine: { name: string; network: string | undefined; ipAddress: string | undefined },
-  mac: string,
-): Promise<'none' | 'kept' | 'added' | 'changed'> {
-  const { outcome, step } = await planReservation(ctx.runner, machine, mac);
-  if (step) {
-    await executePlan(ctx.runner, { title: step.title, steps: [step] }, ctx.say);
-    if (!ctx.runner.dryRun) ctx.say(step.title);
-  }
-  return outcome;
-}
-
 /**
  * The steps that reserve a machine's static address by the MAC derived from its machine-id
  * (create's first step). None in session mode (user-mode networking has no libvirt DHCP), and

@@ -6,9 +6,8 @@ import readline from 'node:readline/promises';
 import { RefusedError } from '../errors.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
-import { createVm } from './create.ts';
+import { createVm, existingParts } from './create.ts';
 import { destroyVm } from './lifecycle.ts';
-import { listDomains } from '../host/virsh.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
 import { planIdentity } from './identity.ts';
 import { loadMachine } from './machine.ts';
@@ -44,8 +43,7 @@ export async function recreateVm(ctx: Context, name: string, options: RecreateOp
  */
 async function refuseUnknownLeftovers(ctx: Context, name: string, dir: string, paths: VmPaths): Promise<void> {
   if (fs.existsSync(path.join(dir, 'machine-id'))) return;
-  const found = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
-  if ((await listDomains(ctx.runner)).has(name)) found.push(`libvirt domain ${name}`);
+  const { parts: found } = await existingParts(ctx, name, paths);
   if (found.length === 0) return;
   throw new RefusedError(
     `machines/${name}/machine-id is missing, so nothing tells that these are this machine's; nothing was changed:\n${found.map((f) => `  ${f}`).join('\n')}`,

@@ -121,18 +121,8 @@ export class Runner {
     const stdout = typeof result.stdout === 'string' ? result.stdout : '';
     const stderr = typeof result.stderr === 'string' ? result.stderr : '';
     const exitCode = result.exitCode ?? 1;
-    const program = TOOLS[command.tool].program;
-    // Only a prefix's own words (sudo, env) mean "not installed": a bare 127 may be the program's
-    // own exit code (ssh returns the remote command's).
-    if (exitCode !== 0 && saysNotFound(stderr, program)) {
-      throw new ToolMissingError(program, TOOLS[command.tool].packages);
-    }
-    if (exitCode !== 0 && command.tool === 'virsh' && VIRTLOGD_DOWN.test(stderr)) {
-      throw new VirtlogdMissingError(this.settings.libvirtUri, lastErrorLine(stderr));
-    }
-    if (exitCode !== 0 && command.tool === 'virsh' && VIRSH_UNREACHABLE.test(stderr)) {
-      throw new LibvirtUnreachableError(this.settings.libvirtUri, lastErrorLine(stderr));
-    }
+    const environment = exitCode !== 0 ? this.environmentError(command, stderr) : undefined;
+    if (environment) throw environment;
     if (exitCode !== 0 && !options.allowFailure) {
       throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
     }
@@ -173,9 +163,19 @@ export class Runner {
   /** The error for a session that failed: its exit code and stderr, or why it could not start. */
   failure(command: Command, code: number | undefined, stderr: string, spawnError?: Error): Error {
     if (spawnError) return this.translateSpawnError(command, this.argv(command)[0]!, spawnError);
-    // A program missing behind a prefix (sudo, env, HOST_CMD): as run() says it.
-    if (code !== 0 && saysNotFound(stderr, TOOLS[command.tool].program)) return new ToolMissingError(TOOLS[command.tool].program, TOOLS[command.tool].packages);
-    return new CommandFailedError(shellLine(this.argv(command)), code, lastLines(stderr, 8));
+    return (code !== 0 ? this.environmentError(command, stderr) : undefined) ?? new CommandFailedError(shellLine(this.argv(command)), code, lastLines(stderr, 8));
+  }
+
+  /** A failure that is the host's, not the command's: a program missing behind a prefix, libvirt or virtlogd down. */
+  private environmentError(command: Command, stderr: string): Error | undefined {
+    const { program, packages } = TOOLS[command.tool];
+    // Only a prefix's own words (sudo, env) mean "not installed": a bare 127 may be the program's
+    // own exit code (ssh returns the remote command's).
+    if (saysNotFound(stderr, program)) return new ToolMissingError(program, packages);
+    if (command.tool !== 'virsh') return undefined;
+    if (VIRTLOGD_DOWN.test(stderr)) return new VirtlogdMissingError(this.settings.libvirtUri, lastErrorLine(stderr));
+    if (VIRSH_UNREACHABLE.test(stderr)) return new LibvirtUnreachableError(this.settings.libvirtUri, lastErrorLine(stderr));
+    return undefined;
   }
 
   private translateSpawnError(command: Command, file: string, error: unknown): Error {
