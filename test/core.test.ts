@@ -8,11 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { renderDomainXml } from '../src/core/domain-xml.ts';
 import { domainUuid, macAddress, planIdentity, writeIdentity } from '../src/core/identity.ts';
 import { sizeInBytes, validateMeta, type Machine } from '../src/core/machine.ts';
-import { MACHINE_NAME } from '../src/core/names.ts';
+import { MACHINE_NAME, validateMachineName } from '../src/core/names.ts';
 import { formatPrivateKey, generateKeyPair, parsePrivateKey } from '../src/core/openssh-key.ts';
 import { projectAt } from '../src/core/project.ts';
 import { initVarScript } from '../src/core/var-disk.ts';
 import { vmPaths } from '../src/core/vm-paths.ts';
+import { BadInputError } from '../src/errors.ts';
 import { readSettings } from '../src/host/settings.ts';
 
 describe('meta.nix validation', () => {
@@ -46,9 +47,23 @@ describe('meta.nix validation', () => {
   });
 });
 
-describe('machine names', () => {
-  it.each(['web', 'a', 'db-1', `a${'b'.repeat(62)}`])('accepts %s', (name) => expect(MACHINE_NAME.test(name)).toBe(true));
-  it.each(['', 'Web', '1a', 'a_b', 'a.b', `a${'b'.repeat(63)}`, 'a\n'])('refuses %j', (name) => expect(MACHINE_NAME.test(name)).toBe(false));
+describe('machine names (RFC 1123 labels)', () => {
+  it.each(['web', 'a', 'db-1', 'web-1', 'a--b', 'a1', `a${'b'.repeat(62)}`, `a${'-'.repeat(61)}b`])('accepts %s', (name) => expect(MACHINE_NAME.test(name)).toBe(true));
+  it.each(['', 'Web', '1a', 'a_b', 'a.b', 'web-', 'a-', '-a', `a${'b'.repeat(63)}`, `a${'-'.repeat(62)}b`, 'a\n', 'web-\n'])('refuses %j', (name) =>
+    expect(MACHINE_NAME.test(name)).toBe(false),
+  );
+  it('says what a name is when it refuses one', () => {
+    let error: unknown;
+    try {
+      validateMachineName('web-');
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(BadInputError);
+    expect((error as BadInputError).message).toBe('invalid machine name "web-"');
+    expect((error as BadInputError).hint).toMatch(/not ending in a dash, at most 63 characters/);
+    expect(validateMachineName('a--b')).toBe('a--b');
+  });
 });
 
 describe('identity', () => {
@@ -83,7 +98,7 @@ describe('identity', () => {
     expect(plan.map((w) => w.name).sort()).toEqual(['hostname', 'known_hosts', 'machine-id', 'ssh_host_ed25519_key.pub']);
     writeIdentity(plan);
     expect(planIdentity(dir, 'web')).toEqual([]);
-    expect(() => writeIdentity(plan)).toThrow(/EEXIST/);
+    expect(() => writeIdentity(plan)).toThrow(/appeared while ivm was writing the identity/);
     fs.rmSync(dir, { recursive: true });
   });
 });
@@ -105,6 +120,17 @@ describe('domain XML', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-xml-')), 'web.xml');
     fs.writeFileSync(file, xml);
     await execa('virt-xml-validate', [file, 'domain']);
+  });
+
+  it('keeps the name out of XML comments: a--b (a legal name) renders XML that passes virt-xml-validate', async () => {
+    const dashed: Machine = { ...machine, name: 'a--b', dir: '/x/machines/a--b', metaFile: '/x/machines/a--b/meta.nix' };
+    const xml = renderDomainXml(dashed, id, vmPaths(settings, projectAt('/x'), 'a--b'), settings);
+    expect(xml).toContain('<name>a--b</name>');
+    for (const comment of xml.match(/<!--[\s\S]*?-->/g) ?? []) expect(comment.slice(4, -3)).not.toContain('--');
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-xml-')), 'a--b.xml');
+    fs.writeFileSync(file, xml);
+    const validated = await execa('virt-xml-validate', [file, 'domain'], { reject: false });
+    expect(validated.exitCode, validated.stderr).toBe(0);
   });
 
   it('has the shape the design asks for', () => {
@@ -136,7 +162,7 @@ describe('domain XML', () => {
 
 describe('the /var guestfish script', () => {
   it('formats the whole disk by label and writes each file at its mode, quoting paths', () => {
-    const script = initVarScript('/vm/a b.qcow2', [{ name: 'machine-id', local: '/m/"x"/machine-id', mode: '0444' }]);
+    const script = initVarScript('/vm/a b.qcow2', [{ name: 'machine-id', local: '/m/"x"/machine-id', mode: '0444', content: undefined }]);
     expect(script.slice(0, 4)).toEqual(['add-drive "/vm/a b.qcow2" format:qcow2', 'run', 'mkfs ext4 /dev/sda label:ivm-var', 'mount /dev/sda /']);
     expect(script).toContain('upload "/m/\\"x\\"/machine-id" /identity/machine-id');
     expect(script).toContain('chmod 0444 /identity/machine-id');

@@ -152,7 +152,7 @@ describe('ivm doctor', () => {
     fs.writeFileSync(path.join(root, 'sys/module/apparmor/parameters/enabled'), 'Y\n');
     fs.mkdirSync(path.join(root, 'etc/apparmor.d/abstractions/libvirt-qemu.d'), { recursive: true });
     fs.writeFileSync(path.join(root, 'etc/apparmor.d/abstractions/libvirt-qemu'), 'include if exists <abstractions/libvirt-qemu.d>\n');
-    const before = await doctor({ IVM_SYSROOT: root });
+    const before = await doctor({ IVM_TEST_SYSROOT: root });
     expect(before.exitCode).toBe(4);
     expect(failed(before.report)).toEqual(['apparmor']);
     expect(before.stdout).toMatch(/^FAIL\s+AppArmor: enabled, and the rule for .* is missing in .*ivm-base-images\n\s+fix: ivm host setup --apply$/m);
@@ -161,7 +161,7 @@ describe('ivm doctor', () => {
       path.join(root, 'etc/apparmor.d/abstractions/libvirt-qemu.d/ivm-base-images'),
       (await import('../src/core/apparmor.ts')).ruleFile(project.baseDir),
     );
-    const after = await doctor({ IVM_SYSROOT: root });
+    const after = await doctor({ IVM_TEST_SYSROOT: root });
     expect(after.exitCode).toBe(0);
     expect(after.stdout).toMatch(/^ok\s+AppArmor: enabled; the rule for /m);
   });
@@ -233,5 +233,26 @@ describe('ivm doctor', () => {
     expect(setup.stdout).not.toContain('none installed yet');
     expect(setup.stdout).toMatch(new RegExp(`^chmod 0755 ${closed}$`, 'm'));
     expect(setup.exitCode).toBe(4);
+  });
+
+  it('a nix older than 2.8, and one whose version does not parse: failed checks with the text, not a crash', async () => {
+    const real = (await doctor()).report.checks.find((c) => c.id === 'nix-version')!;
+    expect(real.status).toBe('ok');
+    expect(real.found).toMatch(/^\d+\.\d+\S* \(ivm needs 2\.8 or newer\)$/);
+    // A real process answering --version like an old nix, and passing everything else to the real one.
+    const fake = (name: string, version: string): string => {
+      const file = path.join(project.root, name);
+      fs.writeFileSync(file, `#!/bin/sh\nif [ "$1" = --version ]; then echo '${version}'; exit 0; fi\nexec nix "$@"\n`, { mode: 0o755 });
+      return file;
+    };
+    const old = await doctor({ NIX: fake('nix-2.3', 'nix (Nix) 2.3.16') });
+    expect(old.exitCode).toBe(4);
+    expect(failed(old.report)).toEqual(['nix-version']);
+    expect(old.stdout).toMatch(/^FAIL\s+nix version: 2\.3\.16 is older than 2\.8, the oldest ivm supports \(nix \(Nix\) 2\.3\.16\)\n\s+fix: install Nix 2\.8 or newer: .*https:\/\/nixos\.org\/nix\/install.*; or set NIX to a newer nix$/m);
+    expect(old.stderr).toContain('doctor: 1 check(s) failed: nix-version');
+    const odd = await doctor({ NIX: fake('nix-odd', 'nix (Nix) unstable') });
+    expect(odd.exitCode).toBe(4);
+    expect(failed(odd.report)).toEqual(['nix-version']);
+    expect(odd.stdout).toContain('FAIL  nix version: no version in `nix --version`: "nix (Nix) unstable"');
   });
 });

@@ -144,18 +144,23 @@ describe('end-to-end test harness', () => {
     const out = path.join(dir, 'out-a');
     const logFile = path.join(dir, 'standin-nix.log');
     const env = { IVM_STANDIN_OUT: out, IVM_STANDIN_LOG: logFile };
-    const r = await execa(standinNix, ['build', '.#image', '--no-link', '--print-out-paths'], { env, cwd: dir });
-    expect(r.stdout).toBe(out);
+    const r = await execa(standinNix, ['build', '.#image', '--json', '--no-link'], { env, cwd: dir });
+    expect(JSON.parse(r.stdout)).toEqual([{ drvPath: `${out}.drv`, outputs: { out } }]);
     const r2 = await execa(
       standinNix,
-      ['--extra-experimental-features', 'nix-command flakes', 'build', '.#other', '--no-link', '--print-out-paths'],
+      ['--extra-experimental-features', 'nix-command flakes', 'build', '.#other', '--json', '--no-link'],
       { env, cwd: dir },
     );
-    expect(r2.stdout).toBe(out);
+    expect(JSON.parse(r2.stdout)).toEqual([{ drvPath: `${out}.drv`, outputs: { out } }]);
     const calls = (await readFile(logFile, 'utf8')).trim().split('\n');
-    expect(calls).toEqual(['build .#image --no-link --print-out-paths', 'build .#other --no-link --print-out-paths']);
+    expect(calls).toEqual(['build .#image --json --no-link', 'build .#other --json --no-link']);
 
-    const unset = await execa(standinNix, ['build', '--print-out-paths'], {
+    // As nix 2.8 (Debian 12's) does: the flag came later.
+    const old = await execa(standinNix, ['build', '.#image', '--no-link', '--print-out-paths'], { env, cwd: dir, reject: false });
+    expect(old.exitCode).toBe(1);
+    expect(old.stderr).toMatch(/^error: unrecognised flag '--print-out-paths'/);
+
+    const unset = await execa(standinNix, ['build', '--json', '--no-link'], {
       env: { IVM_STANDIN_OUT: '' },
       reject: false,
       cwd: dir,

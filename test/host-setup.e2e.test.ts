@@ -1,5 +1,5 @@
 // ivm host setup on a temporary root: real folders and modes, real pools in the test libvirtd, the
-// AppArmor files written under IVM_SYSROOT (this kernel has no AppArmor, so "enabled" is faked by a
+// AppArmor files written under IVM_TEST_SYSROOT (this kernel has no AppArmor, so "enabled" is faked by a
 // file there, and the reload by APPARMOR_PARSER=true) and compiled by the real apparmor_parser
 // (-Q: no kernel needed) inside libvirt's own profile template; the skip when AppArmor is absent, a
 // pool of another path left alone, session mode and a hidden home folder refused.
@@ -47,7 +47,7 @@ describe('ivm host setup', () => {
     // A base folder of the wrong mode, holding a writable image.
     fs.mkdirSync(project.baseDir, { mode: 0o700 });
     fs.chmodSync(project.baseDir, 0o700);
-    image = path.join(project.baseDir, 'abc-image.qcow2');
+    image = path.join(project.baseDir, 'abcd0000000000000000000000000000-image.qcow2');
     fs.writeFileSync(image, 'not really an image');
     fs.chmodSync(image, 0o644);
   });
@@ -59,11 +59,11 @@ describe('ivm host setup', () => {
 
   it('without --apply prints the plan and changes nothing', async () => {
     const root = sysroot(project.root, UPSTREAM, true);
-    const r = await project.ivm(['host', 'setup'], { IVM_SYSROOT: root });
+    const r = await project.ivm(['host', 'setup'], { IVM_TEST_SYSROOT: root });
     expect(r.stderr).toBe('');
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/todo\s+base-image folder: .*mode 0700; wants root, 0755/);
-    expect(r.stdout).toMatch(/todo\s+base images: abc-image\.qcow2: wants root, 0444/);
+    expect(r.stdout).toMatch(/todo\s+base images: abcd0000000000000000000000000000-image\.qcow2: wants root, 0444/);
     expect(r.stdout).toMatch(/todo\s+AppArmor: write .*libvirt-qemu\.d\/ivm-base-images/);
     expect(r.stdout).toContain(`chmod 0755 ${project.baseDir}`);
     expect(r.stdout).toContain(`pool-define-as basepool dir --target ${project.baseDir}`);
@@ -76,7 +76,7 @@ describe('ivm host setup', () => {
 
   it('--apply does it (upstream libvirt-qemu.d), and a second --apply finds nothing to do', async () => {
     const root = sysroot(project.root, UPSTREAM, true);
-    const first = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    const first = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
     expect(first.stderr).toBe('');
     expect(first.exitCode).toBe(0);
     expect(first.stdout).toMatch(/done: \d+ step/);
@@ -108,7 +108,7 @@ describe('ivm host setup', () => {
       expect(info).toMatch(/^Autostart:\s+yes/m);
     }
 
-    const second = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    const second = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
     expect(second.exitCode).toBe(0);
     expect(second.stdout).toContain('nothing to do: the host is set up');
     expect(second.stdout).not.toMatch(/^todo/m);
@@ -124,7 +124,7 @@ describe('ivm host setup', () => {
     fs.mkdirSync(path.dirname(profile), { recursive: true });
     fs.writeFileSync(profile, 'profile libvirt-0b7c6f4e { }\n');
     fs.writeFileSync(`${profile}.files`, '');
-    const env = { IVM_SYSROOT: root, APPARMOR_PARSER: 'true' };
+    const env = { IVM_TEST_SYSROOT: root, APPARMOR_PARSER: 'true' };
 
     const first = await project.ivm(['--verbose', 'host', 'setup', '--apply'], env);
     expect(first.exitCode, first.stderr).toBe(0);
@@ -157,7 +157,7 @@ describe('ivm host setup', () => {
     const compile = () => execa('apparmor_parser', ['-Q', '-K', '-T', '--base', dir, '-I', dir, template], { reject: false });
     const expand = async () => (await execa('apparmor_parser', ['-p', '--base', dir, '-I', dir, template])).stdout;
 
-    const local = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    const local = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
     expect(local.exitCode, local.stderr).toBe(0);
     expect(fs.readFileSync(path.join(dir, 'local/abstractions/libvirt-qemu'), 'utf8')).toContain(rule);
     const first = await compile();
@@ -167,7 +167,7 @@ describe('ivm host setup', () => {
     // Upstream libvirt's layout: the abstraction includes libvirt-qemu.d/.
     fs.appendFileSync(path.join(dir, 'abstractions/libvirt-qemu'), '  include if exists <abstractions/libvirt-qemu.d>\n');
     fs.mkdirSync(path.join(dir, 'abstractions/libvirt-qemu.d'), { recursive: true });
-    const upstream = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    const upstream = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
     expect(upstream.exitCode, upstream.stderr).toBe(0);
     expect(fs.readFileSync(path.join(dir, 'abstractions/libvirt-qemu.d/ivm-base-images'), 'utf8')).toContain(rule);
     const second = await compile();
@@ -180,7 +180,7 @@ describe('ivm host setup', () => {
 
   it('skips AppArmor cleanly, saying so, where it is not enabled', async () => {
     const root = sysroot(project.root, UPSTREAM, false);
-    const r = await project.ivm(['host', 'setup', '--apply'], { IVM_SYSROOT: root });
+    const r = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/skip\s+AppArmor: not in this kernel \(no .*enabled\): no rule needed, nothing written/);
     expect(fs.readdirSync(path.join(root, 'etc/apparmor.d/abstractions/libvirt-qemu.d'))).toEqual([]);
@@ -191,7 +191,7 @@ describe('ivm host setup', () => {
 
   it('reports a pool of the same name with another path and leaves it alone (exit 3)', async () => {
     const other = path.join(project.root, 'other-base');
-    const r = await project.ivm(['host', 'setup', '--apply'], { IVM_BASE_DIR: other, IVM_SYSROOT: sysroot(project.root, UPSTREAM, false) });
+    const r = await project.ivm(['host', 'setup', '--apply'], { IVM_BASE_DIR: other, IVM_TEST_SYSROOT: sysroot(project.root, UPSTREAM, false) });
     expect(r.exitCode).toBe(3);
     expect(r.stdout).toMatch(new RegExp(`PROBLEM pool basepool: exists with path ${project.baseDir}, not ${other}: left alone`));
     expect(r.stderr).toContain('host setup cannot fix 1 item(s) itself');
@@ -201,7 +201,7 @@ describe('ivm host setup', () => {
 
   it('says libvirt is unreachable (exit 4), after reporting what it could check', async () => {
     const uri = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock';
-    const r = await project.ivm(['host', 'setup'], { LIBVIRT_URI: uri, IVM_SYSROOT: sysroot(project.root, UPSTREAM, false) });
+    const r = await project.ivm(['host', 'setup'], { LIBVIRT_URI: uri, IVM_TEST_SYSROOT: sysroot(project.root, UPSTREAM, false) });
     expect(r.exitCode).toBe(4);
     expect(r.stdout).toMatch(/skip\s+AppArmor: /);
     expect(r.stdout).toContain(`PROBLEM storage pools: not checked: libvirt is unreachable at ${uri}`);

@@ -5,9 +5,12 @@ import { parseDomifaddr, parseLeases } from '../src/core/address.ts';
 import { abstractionIncludes, ruleFile, withManagedBlock, BEGIN_MARK, END_MARK } from '../src/core/apparmor.ts';
 import { hiddenHomeFolder, isInside } from '../src/core/base-dir.ts';
 import { overlaps, parseCidr } from '../src/core/cidr.ts';
+import { fileDisksOfDomainXml } from '../src/core/gc.ts';
 import { validateMeta } from '../src/core/machine.ts';
 import { networkXml, parseNetworkXml } from '../src/core/net.ts';
-import { classifyProbe, sshArgs } from '../src/core/ssh.ts';
+import { classifyProbe, sshArgs, sshOptionPath } from '../src/core/ssh.ts';
+import { BadInputError, IvmError } from '../src/errors.ts';
+import { parseImageJson } from '../src/host/qemu-img.ts';
 import { readSettings, sessionDirs } from '../src/host/settings.ts';
 
 describe('CIDR', () => {
@@ -170,9 +173,16 @@ describe('ssh', () => {
   it('pins the host key and never accepts a new one', () => {
     const args = sshArgs({ name: 'web', knownHosts: '/p/machines/web/known_hosts', user: 'admin', address: '10.0.0.5' }, ['ls', '-l']);
     expect(args.join(' ')).toBe(
-      '-o HostKeyAlias=web -o UserKnownHostsFile=/p/machines/web/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes ' +
+      '-o HostKeyAlias=web -o UserKnownHostsFile="/p/machines/web/known_hosts" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes ' +
         '-o UpdateHostKeys=no -o CheckHostIP=no -l admin -- 10.0.0.5 ls -l',
     );
+  });
+  it('quotes the known_hosts path for ssh (blanks), escapes % and backslashes, refuses what ssh cannot take', () => {
+    expect(sshOptionPath('/p q/with space %d/known_hosts')).toBe('"/p q/with space %%d/known_hosts"');
+    expect(sshOptionPath('/a\\b/$x/known_hosts')).toBe('"/a\\\\b/$x/known_hosts"');
+    for (const bad of ['/a"b/known_hosts', '/a\nb/known_hosts', '/a\tb/known_hosts', '/a${HOME}/known_hosts']) {
+      expect(() => sshOptionPath(bad), bad).toThrow(BadInputError);
+    }
   });
   it('tells a refused login (host key verified) from a changed host key and from no answer', () => {
     expect(classifyProbe(255, 'user@10.0.0.5: Permission denied (publickey).')).toBe('auth-refused');
@@ -180,5 +190,99 @@ describe('ssh', () => {
     expect(classifyProbe(255, 'No ED25519 host key is known for web and you have requested strict checking.\nHost key verification failed.')).toBe('key-mismatch');
     expect(classifyProbe(255, 'ssh: connect to host 10.0.0.5 port 22: Connection refused')).toBe('unreachable');
     expect(classifyProbe(0, '')).toBe('ok');
+  });
+});
+
+// (Imported here rather than at the top so that this block stays self-contained; imports are hoisted.)
+import { MIN_NIX_VERSION, nixVersionAtLeast, parseNixVersion } from '../src/host/nix.ts';
+
+describe('nix version', () => {
+  it('reads the version from the first line of `nix --version`, forks included', () => {
+    expect(parseNixVersion('nix (Nix) 2.8.0\n')).toEqual({ major: 2, minor: 8, patch: 0, text: '2.8.0' });
+    expect(parseNixVersion('nix (Nix) 2.3.16')).toMatchObject({ major: 2, minor: 3, patch: 16 });
+    expect(parseNixVersion('nix (Nix) 2.25.0pre20241101_dirty')).toEqual({ major: 2, minor: 25, patch: 0, text: '2.25.0pre20241101_dirty' });
+    expect(parseNixVersion('nix (Nix) 2.4')).toEqual({ major: 2, minor: 4, patch: 0, text: '2.4' });
+    expect(parseNixVersion('nix (Lix, like Nix) 2.91.1\nSystem type: x86_64-linux')).toMatchObject({ major: 2, minor: 91, patch: 1 });
+    // Determinate Nix prints its own version in the parenthesis: the Nix version follows it.
+    expect(parseNixVersion('nix (Determinate Nix 3.6.2) 2.29.0')).toMatchObject({ major: 2, minor: 29, patch: 0 });
+  });
+  it('finds no version where there is none', () => {
+    for (const text of ['', 'nix (Nix)', 'command not found', 'nix (Nix) two.eight']) expect(parseNixVersion(text), text).toBeUndefined();
+  });
+  it('compares against the minimum, 2.8', () => {
+    expect(MIN_NIX_VERSION).toBe('2.8');
+    const at = (text: string, min?: string) => nixVersionAtLeast(parseNixVersion(`nix (Nix) ${text}`)!, min);
+    for (const ok of ['2.8', '2.8.0', '2.8.1', '2.10.3', '2.18.1', '3.0.0', '2.9pre20220101_abc']) expect(at(ok), ok).toBe(true);
+    for (const old of ['2.7.0', '2.6.0', '2.3.16', '1.11.16']) expect(at(old), old).toBe(false);
+    expect(at('2.8.0', '2.8.1')).toBe(false);
+    expect(at('2.10.0', '2.9')).toBe(true);
+  });
+});
+
+describe('the disks of a domain XML (gc)', () => {
+  it('takes each file disk\'s own source, entities decoded, blanks and all; not its backing chain, not other disks', () => {
+    const xml = `<domain type='kvm' id='3'>
+  <name>web</name>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/srv/vm images/a &amp; b &apos;c&apos; &lt;d&gt; &quot;e&quot; &#37;f &#x41;.qcow2' index='2'/>
+      <backingStore type='file' index='1'>
+        <format type='qcow2'/>
+        <source file='/var/lib/libvirt/base-images/base.qcow2'/>
+        <backingStore/>
+      </backingStore>
+      <target dev='vda' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <disk type="file" device="disk">
+      <source file="/srv/double quoted.qcow2"/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <target dev='sda' bus='sata'/>
+    </disk>
+    <disk type='block' device='disk'>
+      <source dev='/dev/vg/data'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <source protocol='nbd' name='x'><host name='h' port='10809'/></source>
+    </disk>
+    <disk type='file' device='floppy'/>
+  </devices>
+</domain>`;
+    expect(fileDisksOfDomainXml(xml)).toEqual([`/srv/vm images/a & b 'c' <d> "e" %f A.qcow2`, '/srv/double quoted.qcow2']);
+    expect(fileDisksOfDomainXml('<domain><devices/></domain>')).toEqual([]);
+  });
+});
+
+describe('what qemu-img info prints (JSON)', () => {
+  const image = { filename: '/vm/a.qcow2', format: 'qcow2', 'virtual-size': 1024, 'backing-filename': '/base/b.qcow2' };
+  it('reads one image, or a chain of them', () => {
+    expect(parseImageJson(JSON.stringify(image), { what: 'qemu-img info', file: '/vm/a.qcow2', chain: false })).toEqual(image);
+    const chain = [image, { filename: '/base/b.qcow2', format: 'qcow2', 'virtual-size': 1024 }];
+    expect(parseImageJson(`${JSON.stringify(chain)}\n`, { what: 'qemu-img info --backing-chain', file: '/vm/a.qcow2', chain: true })).toEqual(chain);
+  });
+  it('turns anything else into an error naming the command and the file', () => {
+    const error = (stdout: string, chain: boolean) => {
+      try {
+        const of = { file: '/vm/a b.qcow2', commandLine: 'qemu-img info x' };
+        if (chain) parseImageJson(stdout, { ...of, what: 'qemu-img info --backing-chain', chain: true });
+        else parseImageJson(stdout, { ...of, what: 'qemu-img info', chain: false });
+      } catch (caught) {
+        return caught as IvmError;
+      }
+      throw new Error(`no error for ${stdout}`);
+    };
+    const garbage = error('qemu-img: warning: something\n{"filename"', false);
+    expect(garbage).toBeInstanceOf(IvmError);
+    expect(garbage.exitCode).toBe(1);
+    expect(garbage.message).toBe('qemu-img info printed no JSON for /vm/a b.qcow2: it printed "qemu-img: warning: something\\n{\\"filename\\""');
+    expect(garbage.hint).toContain('the command was: qemu-img info x');
+    expect(error('', false).message).toBe('qemu-img info printed no JSON for /vm/a b.qcow2: it printed nothing');
+    expect(error(JSON.stringify(image), true).message).toMatch(/^qemu-img info --backing-chain printed JSON that is not a list of images for \/vm\/a b\.qcow2: /);
+    expect(error('[]', true).message).toMatch(/not a list of images/);
+    expect(error(JSON.stringify([image]), false).message).toMatch(/printed JSON that is not an image for/);
+    expect(error('{"format":"qcow2"}', false).message).toMatch(/printed JSON that is not an image for/);
+    expect(error('x'.repeat(500), false).message).toMatch(/it printed "x{200}\.\.\."$/);
   });
 });

@@ -8,7 +8,8 @@
 //     as admin log in with the pinned host key. The admin login lets the guest power off, and
 //     `ivm ip` finds the reserved address in the network's DHCP lease table after the fact.
 //   - No VM: real sshd processes on loopback, one serving the machine's own host key, one another
-//     key; ivm ssh builds the pinned argv, and ivm ssh/wait refuse the mismatching host.
+//     key; ivm ssh builds the pinned argv, and ivm ssh/wait refuse the mismatching host. The same
+//     from a project whose path holds blanks, % and a backslash (quoted and escaped for ssh).
 import { execa, type ResultPromise } from 'execa';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -209,7 +210,7 @@ describe('ivm ssh and ivm wait against real sshd on loopback', () => {
     const r = await project.ivm(['--dry-run', 'ssh', SSH_VM, '--address', '127.0.0.1', '--port', '2222', '--', 'uname', '-a']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(
-      `ssh -o HostKeyAlias=${SSH_VM} -o UserKnownHostsFile=${knownHosts} -o GlobalKnownHostsFile=/dev/null ` +
+      `ssh -o HostKeyAlias=${SSH_VM} -o 'UserKnownHostsFile="${knownHosts}"' -o GlobalKnownHostsFile=/dev/null ` +
         '-o StrictHostKeyChecking=yes -o UpdateHostKeys=no -o CheckHostIP=no -p 2222 -l user -- 127.0.0.1 uname -a',
     );
     const admin = await project.ivm(['--dry-run', 'ssh', SSH_VM, '--admin', '--address', '192.0.2.7']);
@@ -227,6 +228,40 @@ describe('ivm ssh and ivm wait against real sshd on loopback', () => {
     expect(wait.exitCode, wait.stderr).toBe(0);
     expect(wait.stdout).toContain(`${SSH_VM} answers on 127.0.0.1:${goodPort} with its pinned host key`);
     expect(wait.stderr).toContain(`the login as user was refused: put your public key in machines/${SSH_VM}/user_authorized_keys`);
+  });
+
+  it('pins the key from a project whose path holds blanks, % and a backslash (ssh would split and expand it)', async () => {
+    // The same machine (identity files and all) in a project under such a folder: the sshd serving
+    // its host key must be accepted from there too.
+    const odd = await makeTestProject('ivm-ssh with space %d \\x-');
+    try {
+      fs.cpSync(path.join(project.root, 'machines', SSH_VM), path.join(odd.root, 'machines', SSH_VM), { recursive: true });
+      const r = await odd.ivm(['ssh', SSH_VM, '--address', '127.0.0.1', '--port', String(goodPort), '--', 'true']);
+      expect(r.stderr).not.toMatch(/^(Host key verification failed|No \S+ host key is known)/m);
+      expect(r.stderr).toMatch(/^user@127\.0\.0\.1: Permission denied \(publickey\)/m);
+      expect(r.exitCode).toBe(1);
+      const wait = await odd.ivm(['wait', SSH_VM, '--address', '127.0.0.1', '--port', String(goodPort), '--timeout', '20']);
+      expect(wait.exitCode, wait.stderr).toBe(0);
+      expect(wait.stdout).toContain(`${SSH_VM} answers on 127.0.0.1:${goodPort} with its pinned host key`);
+      // ...and from there, too, a host serving another key is refused.
+      const bad = await odd.ivm(['wait', SSH_VM, '--address', '127.0.0.1', '--port', String(badPort), '--timeout', '20']);
+      expect(bad.exitCode, bad.stderr).toBe(3);
+    } finally {
+      await odd.remove();
+    }
+  });
+
+  it('refuses a project path ssh cannot be given (a double quote): bad input, no ssh run', async () => {
+    const quoted = await makeTestProject('ivm-ssh "q"-');
+    try {
+      fs.cpSync(path.join(project.root, 'machines', SSH_VM), path.join(quoted.root, 'machines', SSH_VM), { recursive: true });
+      const r = await quoted.ivm(['--verbose', 'ssh', SSH_VM, '--address', '127.0.0.1', '--port', String(goodPort), '--', 'true']);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain('ssh cannot be given the path');
+      expect(r.stderr).not.toMatch(/^\+ ssh /m);
+    } finally {
+      await quoted.remove();
+    }
   });
 
   it('refuses a host serving a different key: ssh fails host key verification, wait exits 3 at once', async () => {

@@ -1,10 +1,13 @@
 // The runner with real processes: argv composition (HOST_CMD, SUDO, overrides), dry-run, verbose,
-// and typed failures.
+// typed failures, and the test suite's switches (inert without IVM_TEST_HARNESS=1).
+import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { CommandFailedError, ToolMissingError } from '../src/errors.ts';
+import { appArmorHost } from '../src/core/apparmor.ts';
+import { BadInputError, CommandFailedError, ToolMissingError } from '../src/errors.ts';
 import { Runner } from '../src/host/runner.ts';
 import { readSettings } from '../src/host/settings.ts';
 
@@ -45,6 +48,17 @@ describe('runner argv', () => {
       '-x',
     ]);
     expect(runner({ GUESTFISH: '/opt/guestfish' }).r.argv({ tool: 'guestfish', args: [], mutates: true })).toEqual(['/opt/guestfish']);
+  });
+
+  it('names the LIBGUESTFS_* variables right before the program of a GUESTFISH override, not after its flags', () => {
+    const env = { LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' };
+    const vars = ['env', 'LIBGUESTFS_BACKEND=direct', 'LIBGUESTFS_BACKEND_SETTINGS=force_tcg'];
+    const argv = (guestfish: string) => runner({ ...env, GUESTFISH: guestfish }).r.argv({ tool: 'guestfish', args: ['-x'], mutates: true });
+    expect(argv('sudo guestfish --verbose')).toEqual(['sudo', ...vars, 'guestfish', '--verbose', '-x']);
+    expect(argv('sudo -u root /opt/bin/guestfish --verbose -v')).toEqual(['sudo', '-u', 'root', ...vars, '/opt/bin/guestfish', '--verbose', '-v', '-x']);
+    // The program first: no prefix to drop the environment, which reaches it through execa.
+    expect(argv('guestfish --verbose')).toEqual(['guestfish', '--verbose', '-x']);
+    expect(argv('my-wrapper --flag')).toEqual(['my-wrapper', '--flag', '-x']);
   });
 
   it('uses an override verbatim, words and all', () => {
@@ -150,6 +164,21 @@ describe('runner execution (real processes)', () => {
       expect(error.message).toMatch(/^command failed \(exit 1\): guestfish --no-progress-bars\n  .*call launch before using this function/);
     });
 
+    it('GUESTFISH with flags after the program: the flags and the LIBGUESTFS_* variables reach guestfish', async () => {
+      // `env -i` drops the environment as sudo does: the backend must come on the command line.
+      // (get-verbose and get-backend answer without a launch.)
+      const env = { LIBGUESTFS_BACKEND: 'libvirt' };
+      const prefixed = runner({ ...env, GUESTFISH: 'env -i guestfish --verbose' }).r;
+      expect(prefixed.argv({ tool: 'guestfish', args: [], mutates: false })).toEqual(['env', '-i', 'env', 'LIBGUESTFS_BACKEND=libvirt', 'guestfish', '--verbose']);
+      const session = prefixed.startSession({ tool: 'guestfish', args: ['--no-progress-bars'], mutates: false });
+      expect(await session.send(['get-verbose', 'get-backend'])).toBe('true\nlibvirt\n');
+      await session.close();
+      // One word and its flags, no prefix: the variables come through the environment.
+      const plain = runner({ ...env, GUESTFISH: 'guestfish --verbose' }).r;
+      const result = await plain.run({ tool: 'guestfish', args: ['--no-progress-bars'], mutates: false, input: 'get-verbose\nget-backend\n' });
+      expect(result.stdout).toBe('true\nlibvirt\n');
+    });
+
     it('says which package provides a missing program', async () => {
       const saved = process.env.PATH;
       process.env.PATH = '/nonexistent';
@@ -180,5 +209,47 @@ describe('runner execution (real processes)', () => {
         fs.rmSync(dir, { recursive: true });
       }
     });
+  });
+});
+
+describe('the test suite\'s switches are inert without IVM_TEST_HARNESS=1', () => {
+  it('reads IVM_TEST_FAULT_KILL_AT and IVM_TEST_SYSROOT only with the harness switch, and never the old names', () => {
+    const off = { faultKillAt: undefined, sysroot: undefined };
+    expect(readSettings({ IVM_TEST_FAULT_KILL_AT: '2', IVM_TEST_SYSROOT: '/r' }).testing).toEqual(off);
+    expect(readSettings({ IVM_TEST_HARNESS: 'yes', IVM_TEST_FAULT_KILL_AT: '2' }).testing).toEqual(off);
+    expect(readSettings({ IVM_TEST_HARNESS: '1', IVM_FAULT_KILL_AT: '2', IVM_SYSROOT: '/r' }).testing).toEqual(off);
+    expect(readSettings({ IVM_TEST_HARNESS: '1', IVM_TEST_FAULT_KILL_AT: '2', IVM_TEST_SYSROOT: '/r' }).testing).toEqual({ faultKillAt: 2, sysroot: '/r' });
+    expect(() => readSettings({ IVM_TEST_HARNESS: '1', IVM_TEST_FAULT_KILL_AT: 'two' })).toThrow(BadInputError);
+    expect(appArmorHost({ IVM_TEST_SYSROOT: '/r', IVM_SYSROOT: '/r' }).dir).toBe('/etc/apparmor.d');
+    expect(appArmorHost({ IVM_TEST_HARNESS: '1', IVM_TEST_SYSROOT: '/r' })).toEqual({ dir: '/r/etc/apparmor.d', enabledFile: '/r/sys/module/apparmor/parameters/enabled' });
+  });
+
+  it('kills ivm before its N-th change only with the harness switch (real processes)', async () => {
+    // A runner in a child process making three changes (mkdir 1, 2, 3).
+    const repo = new URL('..', import.meta.url);
+    const script = `
+      import { register } from 'tsx/esm/api';
+      register();
+      const { Runner } = await import(${JSON.stringify(new URL('src/host/runner.ts', repo).href)});
+      const { readSettings } = await import(${JSON.stringify(new URL('src/host/settings.ts', repo).href)});
+      const runner = new Runner(readSettings(), { dryRun: false, verbose: false });
+      for (const n of ['1', '2', '3']) await runner.run({ tool: 'mkdir', args: [process.argv[1] + '/' + n], mutates: true });
+    `;
+    const changes = async (env: Record<string, string>) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-fault-'));
+      const child = await execa(process.execPath, ['--input-type=module', '-e', script, dir], {
+        cwd: fileURLToPath(repo),
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', SUDO: '', ...env },
+        extendEnv: false,
+        reject: false,
+      });
+      const made = fs.readdirSync(dir).sort();
+      fs.rmSync(dir, { recursive: true });
+      return { signal: child.signal ?? null, exitCode: child.exitCode, made, stderr: child.stderr };
+    };
+    expect(await changes({ IVM_TEST_FAULT_KILL_AT: '2' })).toMatchObject({ signal: null, exitCode: 0, made: ['1', '2', '3'] });
+    expect(await changes({ IVM_FAULT_KILL_AT: '2' })).toMatchObject({ signal: null, exitCode: 0, made: ['1', '2', '3'] });
+    expect(await changes({ IVM_TEST_HARNESS: '1', IVM_FAULT_KILL_AT: '2' })).toMatchObject({ signal: null, exitCode: 0, made: ['1', '2', '3'] });
+    expect(await changes({ IVM_TEST_HARNESS: '1', IVM_TEST_FAULT_KILL_AT: '2' })).toMatchObject({ signal: 'SIGKILL', made: ['1'] });
   });
 });

@@ -201,7 +201,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     let completed = false;
     for (let step = 1; step <= 10 && !completed; step++) {
       fs.writeFileSync(path.join(dir, 'tcp_ports'), `${8000 + step}\n`);
-      const run = await project.ivm(['upgrade', NAME, '--no-build'], { IVM_FAULT_KILL_AT: String(step) });
+      const run = await project.ivm(['upgrade', NAME, '--no-build'], { IVM_TEST_FAULT_KILL_AT: String(step) });
       completed = run.exitCode === 0;
       if (!completed) expect(run.signal, `step ${step}: ${run.stderr}`).toBe('SIGKILL');
       await waitUntilUnused(varDisk);
@@ -250,21 +250,24 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
   });
 
   it('gc removes only an unreferenced base, never one a foreign disk uses; a second gc removes nothing', async () => {
-    const orphan = path.join(project.baseDir, 'orphan-base.qcow2');
-    const foreignBase = path.join(project.baseDir, 'foreign-base.qcow2');
+    const orphan = path.join(project.baseDir, `${'4'.repeat(32)}-orphan-base.qcow2`);
+    const foreignBase = path.join(project.baseDir, `${'1'.repeat(32)}-foreign-base.qcow2`);
     fs.copyFileSync(baseA, orphan);
     fs.copyFileSync(baseA, foreignBase);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', foreignBase, '-F', 'qcow2', path.join(project.vmDir, 'not-ivm.img')]);
     // A disk kept elsewhere and linked into IVM_VM_DIR protects its base too.
-    const linkedBase = path.join(project.baseDir, 'linked-base.qcow2');
+    const linkedBase = path.join(project.baseDir, `${'2'.repeat(32)}-linked-base.qcow2`);
     fs.copyFileSync(baseA, linkedBase);
     const elsewhere = path.join(project.root, 'elsewhere.qcow2');
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', linkedBase, '-F', 'qcow2', elsewhere]);
     fs.symlinkSync(elsewhere, path.join(project.vmDir, 'linked.qcow2'));
     // A base used directly (a link to it in IVM_VM_DIR) is in use too.
-    const directBase = path.join(project.baseDir, 'direct-base.qcow2');
+    const directBase = path.join(project.baseDir, `${'3'.repeat(32)}-direct-base.qcow2`);
     fs.copyFileSync(baseA, directBase);
     fs.symlinkSync(directBase, path.join(project.vmDir, 'direct.qcow2'));
+    // A file not named as ivm build names a base is never gc's, used or not.
+    const notOurs = path.join(project.baseDir, 'notes.qcow2');
+    fs.copyFileSync(baseA, notOurs);
     const dry = await project.ivm(['--dry-run', 'gc']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`would remove ${orphan} \\(\\d+ bytes\\)`));
@@ -273,7 +276,8 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const gc = await project.ivm(['gc']);
     expect(gc.exitCode, gc.stderr).toBe(0);
     expect(fs.existsSync(orphan)).toBe(false);
-    for (const kept of [baseA, baseB, foreignBase, linkedBase, directBase]) expect(fs.existsSync(kept), kept).toBe(true);
+    for (const kept of [baseA, baseB, foreignBase, linkedBase, directBase, notOurs]) expect(fs.existsSync(kept), kept).toBe(true);
+    expect(gc.stdout).not.toContain(notOurs);
     expect(gc.stdout).toContain(`kept ${foreignBase} (used by ${path.join(project.vmDir, 'not-ivm.img')})`);
     const again = await project.ivm(['gc']);
     expect(again.stdout).toContain('nothing to remove');

@@ -2,15 +2,17 @@ import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { ensureIdentity } from '../core/identity.ts';
 import { machineDir } from '../core/machine.ts';
+import { withVmLock } from '../core/lock.ts';
 
 export function registerIdentity(program: Command, context: ContextFactory): void {
   program
     .command('identity')
     .argument('<name>', 'machine name (a folder in machines/)')
     .description("create the machine's missing identity files (machine-id, hostname, SSH host key, known_hosts); never overwrites")
-    .action((name: string) => {
+    .action(async (name: string) => {
       const ctx = context();
-      const writes = ensureIdentity(ctx, machineDir(ctx.project, name), name);
+      const dir = machineDir(ctx.project, name);
+      const writes = await withVmLock(ctx, name, 'identity', async () => ensureIdentity(ctx, dir, name));
       if (writes.length === 0) ctx.say(`${name}: identity complete, nothing to write`);
     });
 }

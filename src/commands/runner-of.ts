@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { Runner } from '../host/runner.ts';
 import { readSettings } from '../host/settings.ts';
+import { checkImageFolders } from '../core/base-dir.ts';
 
 export interface GlobalOptions {
   dryRun?: boolean;
@@ -10,5 +11,7 @@ export interface GlobalOptions {
 
 export function runnerOf(program: Command): Runner {
   const options = program.opts<GlobalOptions>();
-  return new Runner(readSettings(), { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
+  const settings = readSettings();
+  checkImageFolders(settings);
+  return new Runner(settings, { dryRun: Boolean(options.dryRun), verbose: Boolean(options.verbose) });
 }

@@ -3,8 +3,10 @@ import type { ContextFactory } from '../cli.ts';
 import { defineVm, renderXml } from '../core/lifecycle.ts';
 import { machineNames } from '../core/project.ts';
 import { vmPaths } from '../core/vm-paths.ts';
-import fs from 'node:fs';
 import path from 'node:path';
+import { hasMachineId } from '../core/identity.ts';
+import { withVmLock } from '../core/lock.ts';
+import { writeFileAtomic } from '../core/safe-files.ts';
 
 export function registerXml(program: Command, context: ContextFactory): void {
   program
@@ -18,7 +20,7 @@ export function registerXml(program: Command, context: ContextFactory): void {
       const targets = all ? machineNames(ctx.project) : names;
       for (const name of targets) {
         // Every machine: those without identity yet have no uuid or MAC to render; say so, go on.
-        if (all && !fs.existsSync(path.join(ctx.project.machinesDir, name, 'machine-id'))) {
+        if (all && !hasMachineId(path.join(ctx.project.machinesDir, name))) {
           process.stderr.write(`skipped ${name}: no identity yet (ivm identity ${name})\n`);
           continue;
         }
@@ -32,8 +34,7 @@ export function registerXml(program: Command, context: ContextFactory): void {
           ctx.say(`would write ${file}`);
           continue;
         }
-        fs.mkdirSync(path.dirname(file), { recursive: true });
-        fs.writeFileSync(file, xml);
+        await withVmLock(ctx, name, 'xml --write', async () => writeFileAtomic(file, xml));
         ctx.say(file);
       }
     });

@@ -8,9 +8,9 @@ import type { Runner } from '../host/runner.ts';
 import { domainState, virshCommand } from '../host/virsh.ts';
 import type { HostContext } from './host-context.ts';
 import { requireProject } from './host-context.ts';
-import { machineIdFrom, macAddress } from './identity.ts';
+import { hasMachineId, machineIdFrom, macAddress } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
-import { sleep } from './running.ts';
+import { ownDomain, sleep } from './running.ts';
 
 export type AddressSource = 'agent' | 'lease' | 'arp';
 
@@ -27,11 +27,15 @@ export interface Target {
 }
 
 export async function loadTarget(ctx: HostContext, name: string): Promise<Target> {
-  const machine = await loadMachine(ctx.runner, requireProject(ctx), name);
-  if (!fs.existsSync(path.join(machine.dir, 'machine-id'))) {
+  const project = requireProject(ctx);
+  const machine = await loadMachine(ctx.runner, project, name);
+  if (!hasMachineId(machine.dir)) {
     throw new RefusedError(`${name} has no identity yet (machines/${name}/machine-id), so no MAC address`, `run: ivm create ${name}`);
   }
-  return { machine, mac: macAddress(machineIdFrom(machine.dir)) };
+  const machineId = machineIdFrom(machine.dir);
+  // A domain of that name must be this machine's (its uuid): ivm asks nothing of another's.
+  await ownDomain({ ...ctx, project }, name, machineId);
+  return { machine, mac: macAddress(machineId) };
 }
 
 /** Rows of `virsh domifaddr`: the MAC column is "-" on an interface's further addresses. */

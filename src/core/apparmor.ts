@@ -2,21 +2,22 @@
 // It is a directory-level rule in the place the host's libvirt-qemu abstraction reads: upstream
 // libvirt includes abstractions/libvirt-qemu.d/, older Debian/Ubuntu packages read
 // local/abstractions/libvirt-qemu. ivm never writes a per-file or per-VM rule and never edits a
-// generated profile. IVM_SYSROOT (tests) moves /etc/apparmor.d and /sys/module/apparmor under
-// another root.
+// generated profile. The tests' IVM_TEST_SYSROOT (with IVM_TEST_HARNESS=1, see settings.ts) moves
+// /etc/apparmor.d and /sys/module/apparmor under another root.
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError } from '../errors.ts';
+import { testSwitches } from '../host/settings.ts';
 
 export interface AppArmorHost {
-  /** /etc/apparmor.d (under IVM_SYSROOT). */
+  /** /etc/apparmor.d (under the tests' sysroot). */
   dir: string;
-  /** /sys/module/apparmor/parameters/enabled (under IVM_SYSROOT). */
+  /** /sys/module/apparmor/parameters/enabled (under the tests' sysroot). */
   enabledFile: string;
 }
 
 export function appArmorHost(env: NodeJS.ProcessEnv = process.env): AppArmorHost {
-  const root = env.IVM_SYSROOT || '/';
+  const root = testSwitches(env).sysroot ?? '/';
   return {
     dir: path.join(root, 'etc', 'apparmor.d'),
     enabledFile: path.join(root, 'sys', 'module', 'apparmor', 'parameters', 'enabled'),

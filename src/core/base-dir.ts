@@ -3,7 +3,7 @@
 // requireBaseInBaseDir before they make an overlay; doctor checks every VM's backing file the same way.
 import fs from 'node:fs';
 import path from 'node:path';
-import { RefusedError } from '../errors.ts';
+import { BadInputError, RefusedError } from '../errors.ts';
 import { inHiddenFolderOf } from '../host/settings.ts';
 import type { Settings } from '../host/settings.ts';
 
@@ -53,4 +53,33 @@ export function homeOf(file: string, env: NodeJS.ProcessEnv = process.env): stri
 export function hiddenHomeFolder(file: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const home = homeOf(file, env);
   return home !== undefined && inHiddenFolderOf(home, path.resolve(file)) ? home : undefined;
+}
+
+/** Folders that are never an image folder: the system's own, where a chmod or an AppArmor rule would reach far. */
+const SYSTEM_FOLDERS = [
+  '/', '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/nix', '/nix/store',
+  '/opt', '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/local', '/var', '/var/lib', '/var/lib/libvirt',
+  '/var/log', '/var/tmp',
+];
+
+/**
+ * Refuses (exit 2) image folders that would make ivm act far beyond its own files: the base folder
+ * and the VM folder the same, or one inside the other (host setup makes every base 0444 and lets
+ * QEMU read the whole base folder: /var disks, which hold host keys, must never be in it), a system
+ * folder, or a home folder itself. Checked on the canonical paths, links resolved.
+ */
+export function checkImageFolders(settings: Pick<Settings, 'baseDir' | 'vmDir'>, env: NodeJS.ProcessEnv = process.env): void {
+  const base = canonical(settings.baseDir);
+  const vm = canonical(settings.vmDir);
+  const fail = (what: string) => {
+    throw new BadInputError(`${what}; nothing was changed`, 'IVM_BASE_DIR and IVM_VM_DIR must be two separate folders of their own, e.g. /var/lib/libvirt/base-images and /var/lib/libvirt/images');
+  };
+  const homes = new Set(['/root', ...(env.HOME && env.HOME !== '/' ? [canonical(env.HOME)] : [])]);
+  for (const [variable, dir] of [['IVM_BASE_DIR', base], ['IVM_VM_DIR', vm]] as const) {
+    if (SYSTEM_FOLDERS.includes(dir)) fail(`${variable}=${dir} is a system folder`);
+    if (homes.has(dir) || /^\/home\/[^/]+$/.test(dir)) fail(`${variable}=${dir} is a home folder itself`);
+  }
+  if (base === vm) fail(`IVM_BASE_DIR and IVM_VM_DIR are the same folder (${base})`);
+  if (isInside(vm, base)) fail(`IVM_BASE_DIR (${base}) is inside IVM_VM_DIR (${vm})`);
+  if (isInside(base, vm)) fail(`IVM_VM_DIR (${vm}) is inside IVM_BASE_DIR (${base})`);
 }

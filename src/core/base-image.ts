@@ -1,15 +1,17 @@
 // nix build -> an installed base image. A base is named after the store path it came from, so the
 // same build is installed once and shared by every VM that uses it; it is made read-only (0444) and
 // put in place by rename, so a half-copied file never carries the final name.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError, IvmError, RefusedError } from '../errors.ts';
-import { buildCommand } from '../host/nix.ts';
+import { buildCommand, buildOutPath } from '../host/nix.ts';
 import { removeCommand } from '../host/files.ts';
 import type { Runner } from '../host/runner.ts';
 import type { Settings } from '../host/settings.ts';
 import type { Plan } from './plan.ts';
 import type { Project } from './project.ts';
+import { ensureFolder, readRegularText, regularFileExists, writeFileAtomic } from './safe-files.ts';
 
 /** The flake output ivm builds for a machine (docs/flake.md). */
 export function imageInstallable(project: Project, name: string): string {
@@ -55,6 +57,13 @@ export function findImage(outPath: string): string {
   return found[0]!;
 }
 
+/**
+ * The name `ivm build` gives a base: its store path's base name (the 32-character Nix hash, a dash,
+ * the derivation's name) and .qcow2. host setup and gc touch only files named so, never any other
+ * file someone put in the folder.
+ */
+export const BASE_IMAGE_NAME = /^[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+\.qcow2$/;
+
 /** The installed name of a build output: its store path's base name, which changes with its content. */
 export function basePathFor(settings: Settings, outPath: string): string {
   return path.join(settings.baseDir, `${path.basename(outPath)}.qcow2`);
@@ -62,7 +71,8 @@ export function basePathFor(settings: Settings, outPath: string): string {
 
 /** Copy, make read-only, rename: the steps that install one image into the base directory. */
 export function installPlan(settings: Settings, image: string, base: string): Plan {
-  const partial = path.join(settings.baseDir, `.${path.basename(base)}.partial-${process.pid}`);
+  // A name nobody can guess: cp writes through a link, so none may be waiting there.
+  const partial = path.join(settings.baseDir, `.${path.basename(base)}.partial-${crypto.randomBytes(6).toString('hex')}`);
   const rmPartial = removeCommand(partial);
   return {
     title: `install ${image} as ${base}`,
@@ -86,16 +96,16 @@ function recordFile(project: Project, name: string): string {
 }
 
 export function writeBuildRecord(project: Project, name: string, record: BuildRecord): void {
-  fs.mkdirSync(project.stateDir, { recursive: true });
-  fs.writeFileSync(recordFile(project, name), `${JSON.stringify(record, null, 2)}\n`);
+  ensureFolder(project.stateDir);
+  writeFileAtomic(recordFile(project, name), `${JSON.stringify(record, null, 2)}\n`);
 }
 
 export function readBuildRecord(project: Project, name: string): BuildRecord | undefined {
   const file = recordFile(project, name);
-  if (!fs.existsSync(file)) return undefined;
+  if (!regularFileExists(file)) return undefined;
   let record: Partial<BuildRecord>;
   try {
-    record = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<BuildRecord>;
+    record = JSON.parse(readRegularText(file)) as Partial<BuildRecord>;
   } catch {
     throw new BadInputError(`${file} is not valid JSON`, `remove it and run: ivm build ${name}`);
   }
@@ -105,12 +115,9 @@ export function readBuildRecord(project: Project, name: string): BuildRecord | u
   return { storePath: record.storePath, base: record.base };
 }
 
-/** Runs nix build and returns the output path (the last line it printed). */
+/** Runs nix build and returns the output path (the `out` output in what `nix build --json` printed). */
 export async function runBuild(runner: Runner, project: Project, name: string): Promise<string | undefined> {
   const result = await runner.run(buildCommand(imageInstallable(project, name)));
   if (result.skipped) return undefined;
-  const lines = result.stdout.trim().split('\n').filter(Boolean);
-  const outPath = lines[lines.length - 1];
-  if (!outPath || !path.isAbsolute(outPath)) throw new IvmError(`nix build printed no output path (got ${JSON.stringify(result.stdout.trim())})`);
-  return outPath;
+  return buildOutPath(result.stdout);
 }

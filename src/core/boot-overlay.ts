@@ -2,30 +2,33 @@
 // to another base. The swap is made so that, wherever it is cut short, <name>-boot.qcow2 exists and
 // is backed by either the old or the new base: the new overlay is made beside it and put in place
 // by rename; the old one is kept (hard link) as <name>-boot-prev.qcow2, the rollback target.
-import fs from 'node:fs';
 import { removeCommand } from '../host/files.ts';
 import { createOverlayCommand, imageInfo } from '../host/qemu-img.ts';
 import type { Command, Runner } from '../host/runner.ts';
 import type { Step } from './plan.ts';
 import type { VmPaths } from './vm-paths.ts';
+import { hostFileExists, sameHostFile } from './vm-files.ts';
 
 /** The base an overlay is backed by (absolute), or undefined when the overlay does not exist. */
 export async function backingOf(runner: Runner, overlay: string): Promise<string | undefined> {
-  if (!fs.existsSync(overlay)) return undefined;
+  if (!(await hostFileExists(runner, overlay))) return undefined;
   const top = await imageInfo(runner, overlay);
   return top['full-backing-filename'] ?? top['backing-filename'];
 }
 
 const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });
 
-export function switchBaseSteps(paths: VmPaths, target: string): Step[] {
+export async function switchBaseSteps(runner: Runner, paths: VmPaths, target: string): Promise<Step[]> {
   const next = `${paths.boot}.next`;
   const previousNext = `${paths.bootPrevious}.next`;
   const steps: Step[] = [
     { kind: 'run', title: 'clear what an interrupted run left', command: removeCommand(next, previousNext) },
     { kind: 'run', title: `new boot overlay backed by ${target}`, command: createOverlayCommand(target, next), undo: removeCommand(next) },
   ];
-  if (fs.existsSync(paths.boot)) {
+  // The temporary names must not be links either: qemu-img and ln would write through them.
+  await hostFileExists(runner, next);
+  await hostFileExists(runner, previousNext);
+  if (await hostFileExists(runner, paths.boot)) {
     steps.push({
       kind: 'run',
       title: 'keep the current overlay for rollback',
@@ -40,15 +43,6 @@ export function switchBaseSteps(paths: VmPaths, target: string): Step[] {
   return steps;
 }
 
-function sameFile(a: string, b: string): boolean {
-  try {
-    const [x, y] = [fs.statSync(a), fs.statSync(b)];
-    return x.ino === y.ino && x.dev === y.dev;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * What a switch cut short left behind, put right before anything else is planned. The old overlay
  * waits as <name>-boot-prev.qcow2.next between "put the new overlay in place" and "the old overlay
@@ -56,17 +50,17 @@ function sameFile(a: string, b: string): boolean {
  * target would be lost, and the file would keep its base from gc); if not, it is a second name of
  * the current overlay, and goes.
  */
-export function finishSwitchSteps(paths: VmPaths): Step[] {
+export async function finishSwitchSteps(runner: Runner, paths: VmPaths): Promise<Step[]> {
   const next = `${paths.boot}.next`;
   const previousNext = `${paths.bootPrevious}.next`;
   const steps: Step[] = [];
-  if (fs.existsSync(previousNext)) {
-    if (fs.existsSync(paths.boot) && !sameFile(previousNext, paths.boot)) {
+  if (await hostFileExists(runner, previousNext)) {
+    if ((await hostFileExists(runner, paths.boot)) && !(await sameHostFile(runner, previousNext, paths.boot))) {
       steps.push({ kind: 'run', title: 'finish an interrupted switch: the old overlay becomes the rollback target', command: move(previousNext, paths.bootPrevious) });
     } else {
       steps.push({ kind: 'run', title: 'drop the second name an interrupted switch left', command: removeCommand(previousNext) });
     }
   }
-  if (fs.existsSync(next)) steps.push({ kind: 'run', title: 'drop the overlay an interrupted switch made', command: removeCommand(next) });
+  if (await hostFileExists(runner, next)) steps.push({ kind: 'run', title: 'drop the overlay an interrupted switch made', command: removeCommand(next) });
   return steps;
 }

@@ -1,5 +1,4 @@
 // ivm build: nix build the machine's image and install it once into the base-image folder.
-import fs from 'node:fs';
 import path from 'node:path';
 import { RefusedError } from '../errors.ts';
 import { readlink } from '../host/files.ts';
@@ -7,6 +6,8 @@ import { basePathFor, findImage, installPlan, readBuildRecord, runBuild, writeBu
 import type { Context } from './context.ts';
 import { machineDir } from './machine.ts';
 import { executePlan } from './plan.ts';
+import { hostFileExists } from './vm-files.ts';
+import { withBaseLock } from './lock.ts';
 
 export interface BuiltBase {
   /** Installed base image; a placeholder under --dry-run when the build would run. */
@@ -23,20 +24,24 @@ export async function buildBase(ctx: Context, name: string): Promise<BuiltBase> 
   }
   const image = await readlink(ctx.runner, findImage(outPath));
   const base = basePathFor(ctx.settings, outPath);
-  let copied = false;
-  if (!fs.existsSync(base)) {
-    await executePlan(ctx.runner, installPlan(ctx.settings, image, base), ctx.say);
-    copied = true;
-  }
-  writeBuildRecord(ctx.project, name, { storePath: outPath, base });
-  return { base, copied };
+  // Installed and recorded under the base folder's lock: gc never sees the base before it is recorded.
+  return withBaseLock(ctx, 'build', async () => {
+    let copied = false;
+    if (!(await hostFileExists(ctx.runner, base))) {
+      const plan = installPlan(ctx.settings, image, base);
+      await executePlan(ctx.runner, plan, ctx.say);
+      copied = true;
+    }
+    writeBuildRecord(ctx.project, name, { storePath: outPath, base });
+    return { base, copied };
+  });
 }
 
 /** The base last built for a machine (create --no-build). */
-export function lastBuiltBase(ctx: Context, name: string): string {
+export async function lastBuiltBase(ctx: Context, name: string): Promise<string> {
   const record = readBuildRecord(ctx.project, name);
   if (!record) throw new RefusedError(`no base image has been built for ${name}`, `run: ivm build ${name} (or drop --no-build)`);
-  if (!fs.existsSync(record.base)) {
+  if (!(await hostFileExists(ctx.runner, record.base))) {
     throw new RefusedError(`the base image last built for ${name} is gone: ${record.base}`, `run: ivm build ${name}`);
   }
   return record.base;

@@ -1,7 +1,6 @@
 // ivm create: boot overlay + /var disk + identity + XML + define, as one plan that is either done
 // whole or rolled back. It refuses, before touching anything, when any of the VM's files or its
 // domain exists.
-import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
 import { guestfishCommand } from '../host/guestfish.ts';
 import type { Command } from '../host/runner.ts';
@@ -13,11 +12,13 @@ import { reservationSteps } from './net.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
+import { ensureIdentity, identitySources, machineIdFrom, stageSources, type IdentitySource } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
 import { executePlan, type Plan, type Step } from './plan.ts';
 import { initVarScript } from './var-disk.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
+import { existingHostFiles, hostFileExists } from './vm-files.ts';
+import { withVmLock } from './lock.ts';
 
 export interface CreateOptions {
   build: boolean;
@@ -29,19 +30,31 @@ export interface CreateOptions {
 }
 
 export async function createVm(ctx: Context, name: string, options: CreateOptions): Promise<void> {
+  await withVmLock(ctx, name, 'create', () => createLocked(ctx, name, options));
+}
+
+async function createLocked(ctx: Context, name: string, options: CreateOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   if (!(ctx.runner.dryRun && options.replacing)) await refuseExisting(ctx, name, paths);
   const written = ensureIdentity(ctx, machine.dir, name);
   // Under --dry-run the generated files were only planned: the plan must still upload them.
   const pending = ctx.runner.dryRun ? written.map((write) => write.name) : [];
-  const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name));
+  const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name));
   requireBaseInBaseDir(ctx.settings, base);
   // The DHCP reservation of a static address comes first, so a later failure takes it back too.
   const reservation = await reservationSteps(ctx, machine);
-  const plan = createPlan(ctx, machine, base, paths, pending);
-  plan.steps.unshift(...reservation);
-  await executePlan(ctx.runner, plan, ctx.say);
+  // The identity is read now, as this user, and guestfish gets private copies of it.
+  const staged = stageSources(identitySources(machine.dir, pending), ctx.project.stateDir, ctx.runner.dryRun);
+  try {
+    // The temporary names must not be links: qemu-img and chmod would write through them as root.
+    await existingHostFiles(ctx.runner, [`${paths.boot}.new`, `${paths.var}.new`]);
+    const plan = createPlan(ctx, machine, base, paths, staged.sources, pending);
+    plan.steps.unshift(...reservation);
+    await executePlan(ctx.runner, plan, ctx.say);
+  } finally {
+    staged.remove();
+  }
   if (!ctx.runner.dryRun) {
     for (const step of reservation) ctx.say(step.title);
     ctx.say(`created ${name}: boot ${paths.boot} (backed by ${base}), /var ${paths.var} (${machine.meta.varSize}); domain defined`);
@@ -55,7 +68,7 @@ export async function createVm(ctx: Context, name: string, options: CreateOption
 
 /** What of a VM of this name exists: its disks and NVRAM, and its libvirt domain (one virsh call). */
 export async function existingParts(ctx: Context, name: string, paths: VmPaths): Promise<{ parts: string[]; domain: boolean }> {
-  const parts = [paths.boot, paths.bootPrevious, paths.var, paths.nvram].filter((file) => fs.existsSync(file));
+  const parts = await existingHostFiles(ctx.runner, [paths.boot, paths.bootPrevious, paths.var, paths.nvram]);
   const domains = await listDomains(ctx.runner);
   if (domains.has(name)) parts.push(`libvirt domain ${name} (${domains.get(name)})`);
   return { parts, domain: domains.has(name) };
@@ -66,7 +79,7 @@ async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promi
   if (conflicts.length > 0) {
     throw new RefusedError(
       `${name} already exists, nothing was changed:\n${conflicts.map((c) => `  ${c}`).join('\n')}`,
-      fs.existsSync(paths.var) && !domain
+      (await hostFileExists(ctx.runner, paths.var)) && !domain
         ? `a /var disk survives \`ivm destroy\`: bring the VM back on it with \`ivm upgrade ${name}\`, or start afresh with \`ivm recreate ${name}\` (its data is lost)`
         : `to remove the VM: ivm destroy ${name} (keeps its /var disk)`,
     );
@@ -88,10 +101,9 @@ function newFileSteps(title: string, file: string, make: (file: string) => Comma
   ];
 }
 
-/** `pending`: identity files that --dry-run did not write but a real run would have. */
-export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, pending: string[] = []): Plan {
+/** `sources`: the identity to write (staged); `pending`: identity files that --dry-run did not write but a real run would have. */
+export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, sources: IdentitySource[], pending: string[] = []): Plan {
   const { runner, settings } = ctx;
-  const sources = identitySources(machine.dir, pending);
   const machineId = pending.includes('machine-id') ? '0'.repeat(32) : machineIdFrom(machine.dir);
   return {
     title: `create ${machine.name}`,

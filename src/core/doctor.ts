@@ -8,6 +8,7 @@ import type { Runner } from '../host/runner.ts';
 import { shellLine } from '../host/shell-quote.ts';
 import { TOOLS, type ToolName } from '../host/tools.ts';
 import { virshCommand } from '../host/virsh.ts';
+import { MIN_NIX_VERSION, nixVersionAtLeast, parseNixVersion } from '../host/nix.ts';
 import { backingChain, imageInfo } from '../host/qemu-img.ts';
 import { appArmorHost, appArmorState, type AppArmorHost } from './apparmor.ts';
 import { canonical, hiddenHomeFolder, isInside } from './base-dir.ts';
@@ -88,6 +89,26 @@ async function toolCheck(runner: Runner, tool: ToolName, distro: Distro): Promis
     }
     return { ...base, status: 'fail', found: (error as Error).message.split('\n')[0]!, fix: installCommand(spec.packages, distro) };
   }
+}
+
+/** `nix --version` against MIN_NIX_VERSION: an older nix rejects flags ivm uses. */
+async function nixVersionCheck(runner: Runner): Promise<Check> {
+  const base = { id: 'nix-version', title: 'nix version' };
+  let line: string;
+  try {
+    const r = await runner.run({ tool: 'nix', args: ['--version'], mutates: false });
+    line = `${r.stdout}\n${r.stderr}`.trim().split('\n')[0]!.trim();
+  } catch (error) {
+    // The nix check above reports a nix that is missing or does not run, with its fix.
+    return { ...base, status: 'skip', found: `not checked: ${(error as Error).message.split('\n')[0]!}` };
+  }
+  const upgrade = `install Nix ${MIN_NIX_VERSION} or newer: your distribution's nix package if it is that new, or the official installer (sh <(curl -L https://nixos.org/nix/install) --daemon); or set NIX to a newer nix`;
+  const version = parseNixVersion(line);
+  if (!version) return { ...base, status: 'fail', found: `no version in \`nix --version\`: ${JSON.stringify(line)}`, fix: upgrade };
+  if (!nixVersionAtLeast(version)) {
+    return { ...base, status: 'fail', found: `${version.text} is older than ${MIN_NIX_VERSION}, the oldest ivm supports (${line})`, fix: upgrade };
+  }
+  return { ...base, status: 'ok', found: `${version.text} (ivm needs ${MIN_NIX_VERSION} or newer)` };
 }
 
 function kernelCheck(runner: Runner, distro: Distro): Check {
@@ -473,6 +494,7 @@ export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorH
         : `system (${settings.libvirtUri}): libvirtd as root${settings.sudo.length > 0 ? `, root commands through ${settings.sudo.join(' ')}` : ''}`,
   });
   for (const tool of ['nix', 'qemu-img', 'guestfish', 'virsh', 'ssh'] as const) checks.push(await toolCheck(runner, tool, distro));
+  checks.push(await nixVersionCheck(runner));
   checks.push(kernelCheck(runner, distro));
   const machines = await loadMachines(ctx);
   checks.push(await kvmCheck(ctx, machines));

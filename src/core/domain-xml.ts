@@ -1,5 +1,6 @@
 // Machine + paths -> libvirt domain XML, from the handlebars template beside this file. Every value
-// goes through handlebars' escaping ({{x}}), so no name or path can break the XML.
+// goes through handlebars' escaping ({{x}}), so no name or path can break the XML; and no value goes
+// into an XML comment, where nothing is escaped and a "--" (a name such as a--b) is illegal.
 import fs from 'node:fs';
 import Handlebars from 'handlebars';
 import type { Settings } from '../host/settings.ts';

@@ -9,10 +9,12 @@ import { removeCommand } from '../host/files.ts';
 import { backingChain } from '../host/qemu-img.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import { canonical } from './base-dir.ts';
-import { readBuildRecord } from './base-image.ts';
+import { BASE_IMAGE_NAME, readBuildRecord } from './base-image.ts';
 import type { Context } from './context.ts';
 import { executePlan } from './plan.ts';
+import { withBaseLock } from './lock.ts';
 import { machineNames } from './project.ts';
+import { xmlAttr } from './xml-text.ts';
 
 /** Files in IVM_VM_DIR that cannot be disk images (logs, UEFI variables). */
 const NOT_DISKS = /\.(log|fd|xml|json)$/;
@@ -22,8 +24,11 @@ export interface GcResult {
   removed: { base: string; bytes: number }[];
 }
 
-/** Regular files in a folder (links followed), or a refusal that says why the folder cannot be read. */
-function filesIn(dir: string, keep: (name: string) => boolean): string[] {
+/**
+ * Regular files in a folder, or a refusal that says why the folder cannot be read. Links are
+ * followed only where that can only keep more (disks that may use a base), never for what gc removes.
+ */
+function filesIn(dir: string, keep: (name: string) => boolean, followLinks: boolean): string[] {
   if (!fs.existsSync(dir)) return [];
   let names: string[];
   try {
@@ -36,7 +41,7 @@ function filesIn(dir: string, keep: (name: string) => boolean): string[] {
     .map((name) => path.join(dir, name))
     .filter((file) => {
       try {
-        return fs.statSync(file).isFile();
+        return (followLinks ? fs.statSync(file) : fs.lstatSync(file)).isFile();
       } catch {
         return false; // a dangling link references nothing
       }
@@ -54,11 +59,17 @@ function certainlyMissing(ctx: Context, file: string): boolean {
 }
 
 export async function collectGarbage(ctx: Context): Promise<GcResult> {
+  // Under the base folder's lock: a build cannot install a base between gc's look and its removal.
+  return withBaseLock(ctx, 'gc', () => collectLocked(ctx));
+}
+
+async function collectLocked(ctx: Context): Promise<GcResult> {
   const { baseDir, vmDir } = ctx.settings;
-  const bases = filesIn(baseDir, (name) => name.endsWith('.qcow2') && !name.startsWith('.'));
+  // Only what ivm build installs: a regular file with a base image's name (not a link, not any file).
+  const bases = filesIn(baseDir, (name) => BASE_IMAGE_NAME.test(name), false);
   // Every disk that may use a base: the files in IVM_VM_DIR, and the disks of every libvirt domain
   // wherever they are.
-  const disks = new Set(filesIn(vmDir, (name) => !NOT_DISKS.test(name)));
+  const disks = new Set(filesIn(vmDir, (name) => !NOT_DISKS.test(name), true));
   // A domain's disk is skipped only when it is certainly not there. One ivm cannot stat (a folder
   // closed to this user, or on the host behind HOST_CMD) is still read, by qemu-img, and if that
   // fails too, gc deletes nothing.
@@ -82,7 +93,7 @@ export async function collectGarbage(ctx: Context): Promise<GcResult> {
   for (const base of bases) {
     const user = users.get(canonical(base));
     if (user) result.kept.push({ base, why: user });
-    else result.removed.push({ base, bytes: fs.statSync(base).blocks * 512 });
+    else result.removed.push({ base, bytes: fs.lstatSync(base).blocks * 512 });
   }
   if (result.removed.length > 0) {
     await executePlan(
@@ -94,15 +105,35 @@ export async function collectGarbage(ctx: Context): Promise<GcResult> {
   return result;
 }
 
-/** The file-backed disks of every libvirt domain (one `virsh list`, then one `domblklist` each). */
+/**
+ * The file-backed disks of every libvirt domain: one `virsh list`, then each domain's XML (where a
+ * path is one attribute, whatever blanks it holds; `domblklist` prints it in a column). A running
+ * domain's defined XML is read too: the disks it boots with next time may differ from its live ones.
+ */
 async function domainDisks(ctx: Context): Promise<string[]> {
   const disks: string[] = [];
-  for (const domain of (await listDomains(ctx.runner)).keys()) {
-    const result = await ctx.runner.run(virshCommand(ctx.runner, ['domblklist', '--details', domain], false));
-    for (const line of result.stdout.split('\n').slice(2)) {
-      const [type, , , source] = line.trim().split(/\s+/);
-      if (type === 'file' && source && source !== '-') disks.push(source);
+  for (const [domain, state] of await listDomains(ctx.runner)) {
+    const views = state === 'shut off' ? [[]] : [[], ['--inactive']];
+    for (const flags of views) {
+      const result = await ctx.runner.run(virshCommand(ctx.runner, ['dumpxml', ...flags, '--domain', domain], false));
+      disks.push(...fileDisksOfDomainXml(result.stdout));
     }
   }
   return disks;
+}
+
+/**
+ * The files of a domain XML's `<disk type='file'>` elements: each one's own `<source file='...'/>`,
+ * entities decoded (not the `<backingStore>` chain libvirt may add: gc reads chains itself).
+ */
+export function fileDisksOfDomainXml(xml: string): string[] {
+  const files: string[] = [];
+  for (const disk of xml.matchAll(/<disk\b([^>]*?)(?:\/>|>([\s\S]*?)<\/disk>)/g)) {
+    if (xmlAttr(disk[1]!, 'type') !== 'file' || disk[2] === undefined) continue;
+    const own = disk[2].split(/<backingStore\b/)[0]!;
+    const source = /<source\b[^>]*>/.exec(own)?.[0];
+    const file = source === undefined ? undefined : xmlAttr(source, 'file');
+    if (file) files.push(file);
+  }
+  return files;
 }

@@ -18,6 +18,7 @@ import { unreachableAncestors } from './doctor.ts';
 import { describePlan, executePlan, type Plan, type Step } from './plan.ts';
 import { listPools, type PoolInfo } from './pools.ts';
 import { octalMode } from './file-mode.ts';
+import { BASE_IMAGE_NAME } from './base-image.ts';
 
 export const BASE_POOL = 'basepool';
 export const VM_POOL = 'vmpool';
@@ -97,9 +98,11 @@ export async function planHostSetup(ctx: HostContext, host: AppArmorHost = appAr
       // Closed to this user: the folder's own steps above open it; its images are checked next run.
       item('skip', 'base images', `${baseDir} cannot be listed by this user (${(error as NodeJS.ErrnoException).code}): checked again after the folder is fixed`);
     }
-    const images = (entries ?? []).filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => path.join(baseDir, e.name));
-    const writable = images.filter((f) => (fs.statSync(f).mode & 0o7777) !== 0o444);
-    const foreign = session ? [] : images.filter((f) => fs.statSync(f).uid !== 0);
+    // Only files named as ivm build names a base (Dirents are not followed: a link is no image). Any
+    // other file in the folder is left as it is: host setup never chmods what it did not install.
+    const images = (entries ?? []).filter((e) => e.isFile() && BASE_IMAGE_NAME.test(e.name)).map((e) => path.join(baseDir, e.name));
+    const writable = images.filter((f) => (fs.lstatSync(f).mode & 0o7777) !== 0o444);
+    const foreign = session ? [] : images.filter((f) => fs.lstatSync(f).uid !== 0);
     if (foreign.length > 0) steps.push(run('base images owned by root', { tool: 'chown', args: ['root:root', '--', ...foreign], mutates: true }));
     if (writable.length > 0) steps.push(run('base images read-only (0444)', { tool: 'chmod', args: ['0444', '--', ...writable], mutates: true }));
     if (writable.length + foreign.length > 0) {

@@ -1,7 +1,6 @@
 // Identity on an existing /var disk: read what /identity holds, compare it with machines/<name>/,
 // and change only what differs, all in one guestfish session. Nothing outside /identity is touched.
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import { RefusedError } from '../errors.ts';
 import { fishLine, guestfishSessionCommand } from '../host/guestfish.ts';
 import type { Runner, Session } from '../host/runner.ts';
@@ -26,10 +25,17 @@ export interface IdentityDiff {
   removed: string[];
   /** /identity itself is missing or has the wrong mode. */
   fixDir: boolean;
+  /**
+   * Names on the disk that ivm cannot name back to guestfish safely (bytes that are not UTF-8): the
+   * guest controls /var, so such a name is reported, never guessed at. Never "in sync".
+   */
+  unreadable: string[];
+  /** Names in `changed` that are not regular files on the disk (a folder, a link). */
+  notRegular: string[];
 }
 
 export function isInSync(diff: IdentityDiff): boolean {
-  return !diff.fixDir && [diff.added, diff.changed, diff.fixed, diff.removed].every((list) => list.length === 0);
+  return !diff.fixDir && [diff.added, diff.changed, diff.fixed, diff.removed, diff.unreadable].every((list) => list.length === 0);
 }
 
 export function describeDiff(diff: IdentityDiff): string {
@@ -38,7 +44,8 @@ export function describeDiff(diff: IdentityDiff): string {
   if (diff.added.length) parts.push(`added ${diff.added.join(', ')}`);
   if (diff.changed.length) parts.push(`changed ${diff.changed.join(', ')}`);
   if (diff.fixed.length) parts.push(`mode or owner fixed ${diff.fixed.join(', ')}`);
-  if (diff.removed.length) parts.push(`removed ${diff.removed.join(', ')}`);
+  if (diff.removed.length) parts.push(`removed ${diff.removed.map(shownName).join(', ')}`);
+  if (diff.unreadable.length) parts.push(`names that are not UTF-8 (removed by hand only) ${diff.unreadable.join(', ')}`);
   if (diff.fixDir) parts.push(`${VAR_IDENTITY_DIR} made 0755`);
   return parts.join('; ');
 }
@@ -68,14 +75,35 @@ export function remountWritable(): string[] {
 
 const DIR_MODE = VAR_DIRS.find((dir) => dir.path === VAR_IDENTITY_DIR)?.mode ?? '0755';
 
+/** A name as shown to the user: JSON-quoted when it holds anything but printable characters. */
+export function shownName(name: string): string {
+  return /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+}
+
+export interface DiskIdentity {
+  dirMode: string | undefined;
+  files: Map<string, DiskFile>;
+  /** Names that are not valid UTF-8, shown with their bytes escaped. */
+  unreadable: string[];
+}
+
 /** What /identity holds: name, mode, owner and content hash of each entry. */
-export async function readDiskIdentity(session: Session): Promise<{ dirMode: string | undefined; files: Map<string, DiskFile> }> {
+export async function readDiskIdentity(session: Session): Promise<DiskIdentity> {
   const files = new Map<string, DiskFile>();
+  const unreadable: string[] = [];
   const isDir = (await session.send([fishLine('is-dir', VAR_IDENTITY_DIR)])).trim() === 'true';
-  if (!isDir) return { dirMode: undefined, files };
+  if (!isDir) return { dirMode: undefined, files, unreadable };
   const dirStat = parseStat(await session.send([fishLine('lstatns', VAR_IDENTITY_DIR)]));
-  const names = (await session.send([fishLine('ls', VAR_IDENTITY_DIR)])).split('\n').filter(Boolean);
-  if (names.length === 0) return { dirMode: dirStat.mode, files };
+  // The guest controls these names: read them NUL-separated (ls0 to standard output), so that a
+  // name holding a newline (or anything else) is one name, never several lines.
+  const listing = await session.sendRaw([fishLine('ls0', VAR_IDENTITY_DIR, '-')]);
+  const names: string[] = [];
+  for (const raw of splitNul(listing)) {
+    const name = raw.toString('utf8');
+    if (Buffer.from(name, 'utf8').equals(raw)) names.push(name);
+    else unreadable.push(JSON.stringify(raw.toString('latin1')));
+  }
+  if (names.length === 0) return { dirMode: dirStat.mode, files, unreadable };
   const stats = (await session.send(names.map((name) => fishLine('lstatns', `${VAR_IDENTITY_DIR}/${name}`))))
     .split(/\n(?=st_dev:)/)
     .map(parseStat);
@@ -88,7 +116,20 @@ export async function readDiskIdentity(session: Session): Promise<{ dirMode: str
     const sum = stat.regular ? sums[regular.indexOf(name)] : undefined;
     files.set(name, { name, mode: stat.mode, uid: stat.uid, regular: stat.regular, sha256: sum });
   });
-  return { dirMode: dirStat.mode, files };
+  return { dirMode: dirStat.mode, files, unreadable };
+}
+
+function splitNul(bytes: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i < bytes.length; i += 1) {
+    if (bytes[i] === 0) {
+      if (i > start) parts.push(bytes.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  if (start < bytes.length && bytes.subarray(start).toString().trim() !== '') parts.push(bytes.subarray(start));
+  return parts;
 }
 
 function parseStat(text: string): { mode: string; uid: number; regular: boolean } {
@@ -97,16 +138,19 @@ function parseStat(text: string): { mode: string; uid: number; regular: boolean 
   return { mode: octalMode(mode), uid: field('st_uid'), regular: (mode & 0o170000) === 0o100000 };
 }
 
-export function sha256Of(file: string): string {
-  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+export function sha256Of(content: Buffer): string {
+  return crypto.createHash('sha256').update(content).digest('hex');
 }
 
-export function diffIdentity(sources: IdentitySource[], disk: { dirMode: string | undefined; files: Map<string, DiskFile> }): IdentityDiff {
-  const diff: IdentityDiff = { added: [], changed: [], fixed: [], removed: [], fixDir: disk.dirMode !== DIR_MODE };
+export function diffIdentity(sources: IdentitySource[], disk: DiskIdentity): IdentityDiff {
+  const diff: IdentityDiff = { added: [], changed: [], fixed: [], removed: [], fixDir: disk.dirMode !== DIR_MODE, unreadable: [...disk.unreadable], notRegular: [] };
   for (const source of sources) {
     const found = disk.files.get(source.name);
     if (!found) diff.added.push(source.name);
-    else if (!found.regular || found.sha256 !== sha256Of(source.local)) diff.changed.push(source.name);
+    else if (!found.regular) {
+      diff.changed.push(source.name);
+      diff.notRegular.push(source.name);
+    } else if (source.content === undefined || found.sha256 !== sha256Of(source.content)) diff.changed.push(source.name);
     else if (found.mode !== source.mode || found.uid !== 0) diff.fixed.push(source.name);
   }
   const wanted = new Set(sources.map((source) => source.name));
@@ -114,18 +158,45 @@ export function diffIdentity(sources: IdentitySource[], disk: { dirMode: string 
   return diff;
 }
 
-/** The guestfish commands that make /identity equal to the sources (only what differs). */
+/** The temporary name a file is written under on the /var filesystem before it is renamed into place. */
+export function pendingName(name: string): string {
+  return `${VAR_IDENTITY_DIR}/.${name}.ivm-new`;
+}
+
+/**
+ * The guestfish commands that make /identity equal to the sources (only what differs), whole or not
+ * at all for each file: every new content is written under a temporary name (pendingName) at its
+ * mode and owner first, then renamed over the old file (rename(2): a reader, or a cut-off run, sees
+ * the old file or the new one, never none). Temporary files a cut-off run left are names the table
+ * does not know, so the next sync removes them.
+ */
 export function syncScript(sources: IdentitySource[], diff: IdentityDiff): string[] {
+  if (diff.unreadable.length > 0) {
+    throw new RefusedError(
+      `${VAR_IDENTITY_DIR} on the /var disk holds names that are not UTF-8 (${diff.unreadable.join(', ')}): ivm does not guess at them; nothing was changed`,
+      'remove them by hand with guestfish on the stopped VM\'s /var disk (guestfish -a DISK -m /dev/sda, then ls0 /identity -), then run the command again',
+    );
+  }
   const lines: string[] = [];
   if (diff.fixDir) lines.push(fishLine('mkdir-p', VAR_IDENTITY_DIR), fishLine('chmod', DIR_MODE, VAR_IDENTITY_DIR), fishLine('chown', '0', '0', VAR_IDENTITY_DIR));
+  const rewrite = sources.filter((source) => diff.added.includes(source.name) || diff.changed.includes(source.name));
+  // Stale files and leftovers of a cut-off run first (they may hold a pending name).
   for (const name of diff.removed) lines.push(fishLine('rm-rf', `${VAR_IDENTITY_DIR}/${name}`));
-  for (const source of sources) {
+  for (const source of rewrite) {
+    const pending = pendingName(source.name);
+    lines.push(fishLine('rm-rf', pending), fishLine('upload', source.local, pending), fishLine('chown', '0', '0', pending), fishLine('chmod', source.mode, pending));
+  }
+  // Only when every new file is complete: a failure above leaves every old file in place.
+  for (const source of rewrite) {
     const target = `${VAR_IDENTITY_DIR}/${source.name}`;
-    if (diff.changed.includes(source.name)) lines.push(fishLine('rm-rf', target));
-    if (diff.added.includes(source.name) || diff.changed.includes(source.name)) lines.push(fishLine('upload', source.local, target));
-    if ([diff.added, diff.changed, diff.fixed].some((list) => list.includes(source.name))) {
-      lines.push(fishLine('chown', '0', '0', target), fishLine('chmod', source.mode, target));
-    }
+    // rename(2) replaces a file (or a link), not a folder: something not a regular file goes first.
+    if (diff.notRegular.includes(source.name)) lines.push(fishLine('rm-rf', target));
+    lines.push(fishLine('rename', pendingName(source.name), target));
+  }
+  for (const source of sources) {
+    if (!diff.fixed.includes(source.name)) continue;
+    const target = `${VAR_IDENTITY_DIR}/${source.name}`;
+    lines.push(fishLine('chown', '0', '0', target), fishLine('chmod', source.mode, target));
   }
   if (lines.length > 0) return [...remountWritable(), ...lines, 'sync'];
   return lines;

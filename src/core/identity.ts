@@ -8,6 +8,7 @@ import type { Context } from './context.ts';
 import { IDENTITY_FILES, KNOWN_HOSTS_FILE } from './identity-files.ts';
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
 import { octalMode } from './file-mode.ts';
+import { createFileExclusive, makePrivateFolder, readRegularFile, readRegularText, regularFileExists } from './safe-files.ts';
 
 const KEY = 'ssh_host_ed25519_key';
 const PUB = `${KEY}.pub`;
@@ -23,7 +24,7 @@ export interface IdentityWrite {
 
 /** What is missing in a machine's folder, with the content to write. Reads, never writes. */
 export function planIdentity(dir: string, name: string): IdentityWrite[] {
-  const has = (file: string) => fs.existsSync(path.join(dir, file));
+  const has = (file: string) => regularFileExists(path.join(dir, file));
   const writes: IdentityWrite[] = [];
   const add = (file: string, content: string, mode = 0o644, secret = false) =>
     writes.push({ name: file, path: path.join(dir, file), mode, content, secret });
@@ -33,7 +34,7 @@ export function planIdentity(dir: string, name: string): IdentityWrite[] {
 
   let publicKey: Uint8Array;
   if (has(KEY)) {
-    publicKey = parsePrivateKey(fs.readFileSync(path.join(dir, KEY), 'utf8'), path.join(dir, KEY)).publicKey;
+    publicKey = parsePrivateKey(readRegularText(path.join(dir, KEY)), path.join(dir, KEY)).publicKey;
   } else {
     if (has(PUB)) {
       throw new BadInputError(
@@ -70,34 +71,74 @@ export function ensureIdentity(ctx: Context, dir: string, name: string): Identit
   return writes;
 }
 
-/** Writes planned files; 'wx' refuses to replace a file that appeared meanwhile. */
+/** Writes planned files, each whole and never replacing anything (not even a link) that appeared meanwhile. */
 export function writeIdentity(writes: IdentityWrite[]): void {
   for (const write of writes) {
-    fs.writeFileSync(write.path, write.content, { mode: write.mode, flag: 'wx' });
-    fs.chmodSync(write.path, write.mode);
+    try {
+      createFileExclusive(write.path, write.content, write.mode);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      throw new RefusedError(`${write.path} appeared while ivm was writing the identity: it was left as it is`, 'run the command again');
+    }
   }
 }
 
 /** A file of the identity table present in the machine's folder, to be copied onto /var. */
 export interface IdentitySource {
   name: string;
+  /**
+   * The file the tools read: a private copy made by stageSources (what guestfish, run through SUDO,
+   * is given), or the machine's own file before staging and under --dry-run (printed only).
+   */
   local: string;
   /** Mode on the /var disk, from identity-files.json. */
   mode: string;
+  /** The content, read once by this user (undefined for a file a dry run only planned). */
+  content: Buffer | undefined;
 }
 
 /**
- * The identity files to copy. Generated ones must exist (see ensureIdentity), or be `pending`: planned
- * by a dry run that did not write them.
+ * The identity files to copy, read now as the invoking user, each a regular file and not a link (or
+ * refused, exit 2). Generated ones must exist (see ensureIdentity), or be `pending`: planned by a dry
+ * run that did not write them.
  */
 export function identitySources(dir: string, pending: string[] = []): IdentitySource[] {
   const sources: IdentitySource[] = [];
   for (const file of IDENTITY_FILES) {
     const local = path.join(dir, file.name);
-    if (fs.existsSync(local) || pending.includes(file.name)) sources.push({ name: file.name, local, mode: file.mode });
+    if (regularFileExists(local)) sources.push({ name: file.name, local, mode: file.mode, content: readRegularFile(local) });
+    else if (pending.includes(file.name)) sources.push({ name: file.name, local, mode: file.mode, content: undefined });
     else if (file.kind === 'generated') throw new BadInputError(`${local} is missing`, `run: ivm identity ${path.basename(dir)}`);
   }
   return sources;
+}
+
+/** Identity sources copied into a private folder, for the privileged tools; remove() when done. */
+export interface StagedSources {
+  sources: IdentitySource[];
+  remove: () => void;
+}
+
+/**
+ * Writes the sources' content (read by this user) into a new 0700 folder under `parent`, so that
+ * guestfish, running as root, reads only files ivm wrote there, never a path of the project. Under
+ * --dry-run nothing is written and the machine's own paths are shown.
+ */
+export function stageSources(sources: IdentitySource[], parent: string, dryRun: boolean): StagedSources {
+  if (dryRun) return { sources, remove: () => undefined };
+  const folder = makePrivateFolder(parent);
+  try {
+    const staged = sources.map((source) => {
+      if (source.content === undefined) throw new Error(`internal: ${source.name} has no content to stage`);
+      const local = path.join(folder.dir, source.name);
+      fs.writeFileSync(local, source.content, { mode: 0o600, flag: 'wx' });
+      return { ...source, local };
+    });
+    return { sources: staged, remove: folder.remove };
+  } catch (error) {
+    folder.remove();
+    throw error;
+  }
 }
 
 /**
@@ -105,7 +146,7 @@ export function identitySources(dir: string, pending: string[] = []): IdentitySo
  * existing VM, whose identity is on its /var disk: generating a missing file would replace it.
  */
 export function requireIdentity(dir: string, name: string): string {
-  const missing = IDENTITY_FILES.filter((f) => f.kind === 'generated' && !fs.existsSync(path.join(dir, f.name))).map((f) => f.name);
+  const missing = IDENTITY_FILES.filter((f) => f.kind === 'generated' && !regularFileExists(path.join(dir, f.name))).map((f) => f.name);
   if (missing.length > 0) {
     throw new RefusedError(
       `${dir} lacks ${missing.join(', ')}: the VM's identity is on its /var disk, and a new file would replace it there; nothing was changed`,
@@ -115,9 +156,14 @@ export function requireIdentity(dir: string, name: string): string {
   return machineIdFrom(dir);
 }
 
+/** True when the machine has a machine-id (a regular file; a link is refused). */
+export function hasMachineId(dir: string): boolean {
+  return regularFileExists(path.join(dir, 'machine-id'));
+}
+
 export function machineIdFrom(dir: string): string {
   const file = path.join(dir, 'machine-id');
-  const text = fs.readFileSync(file, 'utf8').trim();
+  const text = readRegularText(file).trim();
   if (!/^[0-9a-f]{32}$/.test(text)) throw new BadInputError(`${file}: a machine-id is 32 lowercase hex digits`);
   return text;
 }

@@ -1,32 +1,37 @@
 // start, stop, console, destroy, define, list: a VM's life through virsh.
-import fs from 'node:fs';
 import path from 'node:path';
 import { RefusedError } from '../errors.ts';
 import { removeCommand } from '../host/files.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import type { Context } from './context.ts';
-import { domainStateOrRefuse, isRunning, ownDomain, savedError, shutDown } from './running.ts';
+import { isRunning, ownDefinedVm, ownDomain, ownVm, savedError, shutDown } from './running.ts';
 import { readBuildRecord } from './base-image.ts';
 import { backingOf } from './boot-overlay.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { machineIdFrom } from './identity.ts';
+import { hasMachineId, machineIdFrom } from './identity.ts';
 import { loadMachine, machineDir } from './machine.ts';
-import { validateMachineName } from './names.ts';
 import { executePlan, type Plan, type Step } from './plan.ts';
 import { machineNames } from './project.ts';
 import { vmPaths } from './vm-paths.ts';
+import { existingHostFiles, hostFileExists } from './vm-files.ts';
+import { withVmLock } from './lock.ts';
+import { regularFileExists, removeFile } from './safe-files.ts';
 
 export async function startVm(ctx: Context, name: string): Promise<void> {
-  validateMachineName(name);
-  const state = await domainStateOrRefuse(ctx, name);
-  if (state === 'running') return ctx.say(`${name} is already running`);
-  await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-  if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
+  await withVmLock(ctx, name, 'start', async () => {
+    const { state } = await ownDefinedVm(ctx, name);
+    if (state === 'running') return ctx.say(`${name} is already running`);
+    await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
+  });
 }
 
 export async function stopVm(ctx: Context, name: string, options: { force: boolean; timeoutSeconds: number }): Promise<void> {
-  validateMachineName(name);
-  const state = await domainStateOrRefuse(ctx, name);
+  await withVmLock(ctx, name, 'stop', () => stopLocked(ctx, name, options));
+}
+
+async function stopLocked(ctx: Context, name: string, options: { force: boolean; timeoutSeconds: number }): Promise<void> {
+  const { state } = await ownDefinedVm(ctx, name);
   if (state === 'shut off') return ctx.say(`${name} is already shut off`);
   if (options.force) {
     await ctx.runner.run(virshCommand(ctx.runner, ['destroy', name], true));
@@ -38,8 +43,7 @@ export async function stopVm(ctx: Context, name: string, options: { force: boole
 }
 
 export async function consoleVm(ctx: Context, name: string): Promise<void> {
-  validateMachineName(name);
-  await domainStateOrRefuse(ctx, name);
+  await ownDefinedVm(ctx, name);
   await ctx.runner.run(virshCommand(ctx.runner, ['console', name], false, true));
 }
 
@@ -49,10 +53,14 @@ export async function destroyVm(
   name: string,
   options: { deleteVar: boolean; force: boolean; quietIfAbsent?: boolean },
 ): Promise<void> {
+  await withVmLock(ctx, name, 'destroy', () => destroyLocked(ctx, name, options));
+}
+
+async function destroyLocked(ctx: Context, name: string, options: { deleteVar: boolean; force: boolean; quietIfAbsent?: boolean }): Promise<void> {
   // Only this project's machines: a VM of the same name made otherwise is never touched.
   const dir = machineDir(ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  if (!fs.existsSync(path.join(dir, 'machine-id'))) {
+  if (!hasMachineId(dir)) {
     if (options.quietIfAbsent) return;
     throw new RefusedError(`machines/${name}/ has no machine-id: no VM was made of it here, so nothing of it is destroyed`);
   }
@@ -75,23 +83,31 @@ export async function destroyVm(
       command: virshCommand(ctx.runner, ['undefine', '--nvram', ...(saved ? ['--managed-save'] : []), name], true),
     });
   }
-  const files = [paths.boot, paths.bootPrevious, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])].filter((f) => fs.existsSync(f));
+  // Asked of the host (through HOST_CMD when set): what is there is what gets removed. A link or an
+  // odd file in place of one of them is refused, not removed.
+  const files = await existingHostFiles(ctx.runner, [paths.boot, paths.bootPrevious, paths.nvram, paths.serialLog, ...(options.deleteVar ? [paths.var] : [])]);
   if (files.length > 0) steps.push({ kind: 'run', title: 'remove files', command: removeCommand(...files) });
   if (steps.length === 0) {
     if (options.quietIfAbsent) return;
-    if (!fs.existsSync(paths.xml)) throw new RefusedError(`${name} has no domain and no disks: nothing to destroy`);
+    if (!regularFileExists(paths.xml)) throw new RefusedError(`${name} has no domain and no disks: nothing to destroy`);
   }
   const plan: Plan = { title: `destroy ${name}`, steps };
   await executePlan(ctx.runner, plan, ctx.say);
   if (ctx.runner.dryRun) return;
-  fs.rmSync(paths.xml, { force: true });
+  removeFile(paths.xml);
   ctx.say(`destroyed ${name}`);
-  if (!options.deleteVar && fs.existsSync(paths.var)) ctx.say(`kept its /var disk: ${paths.var} (remove it with: ivm destroy --delete-var ${name})`);
+  if (!options.deleteVar && (await hostFileExists(ctx.runner, paths.var))) ctx.say(`kept its /var disk: ${paths.var} (remove it with: ivm destroy --delete-var ${name})`);
 }
 
 /** Renders the XML, writes libvirt/<name>.xml and (re)defines the domain: uuid and MAC stay the same. */
 export async function defineVm(ctx: Context, name: string): Promise<void> {
+  await withVmLock(ctx, name, 'define', () => defineLocked(ctx, name));
+}
+
+async function defineLocked(ctx: Context, name: string): Promise<void> {
   const xml = await renderXml(ctx, name);
+  // A domain of that name that is not this machine's is left alone (and libvirt would refuse it).
+  await ownVm(ctx, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   await executePlan(
     ctx.runner,
@@ -109,7 +125,7 @@ export async function defineVm(ctx: Context, name: string): Promise<void> {
 
 export async function renderXml(ctx: Context, name: string): Promise<string> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
-  if (!fs.existsSync(`${machine.dir}/machine-id`)) {
+  if (!hasMachineId(machine.dir)) {
     throw new RefusedError(`${name} has no identity yet (machines/${name}/machine-id)`, `run: ivm identity ${name}`);
   }
   return renderDomainXml(machine, machineIdFrom(machine.dir), vmPaths(ctx.settings, ctx.project, name), ctx.settings);
@@ -140,7 +156,7 @@ export async function listVms(ctx: Context): Promise<ListEntry[]> {
 async function baseAgainstBuild(ctx: Context, name: string): Promise<ListEntry['base']> {
   const current = await backingOf(ctx.runner, vmPaths(ctx.settings, ctx.project, name).boot);
   if (current === undefined) return 'none';
-  if (!fs.existsSync(current)) return 'gone';
+  if (!(await hostFileExists(ctx.runner, current))) return 'gone';
   const record = readBuildRecord(ctx.project, name);
   if (!record) return 'unknown';
   return path.resolve(record.base) === path.resolve(current) ? 'latest' : 'behind';

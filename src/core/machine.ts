@@ -1,6 +1,5 @@
 // machines/<name>/ -> a validated Machine. meta.nix is evaluated with nix (never parsed by hand) and
 // checked key by key; a mistake names the file and the key.
-import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError } from '../errors.ts';
 import { evalJsonFile } from '../host/nix.ts';
@@ -8,6 +7,7 @@ import type { Runner } from '../host/runner.ts';
 import { parseIpv4 } from './cidr.ts';
 import { validateMachineName } from './names.ts';
 import { machineNames, type Project } from './project.ts';
+import { folderExists, regularFileExists } from './safe-files.ts';
 
 export const SYSTEMS = ['x86_64-linux', 'aarch64-linux'] as const;
 export type System = (typeof SYSTEMS)[number];
@@ -106,7 +106,9 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
 export function machineDir(project: Project, name: string): string {
   validateMachineName(name);
   const dir = path.join(project.machinesDir, name);
-  if (!fs.existsSync(path.join(dir, 'meta.nix'))) {
+  // machines/ and machines/NAME are real folders (a link is refused: ivm reads and writes in them).
+  const present = folderExists(project.machinesDir) && folderExists(dir) && regularFileExists(path.join(dir, 'meta.nix'));
+  if (!present) {
     const known = machineNames(project);
     throw new BadInputError(
       `unknown machine ${JSON.stringify(name)}: ${path.join(dir, 'meta.nix')} does not exist`,

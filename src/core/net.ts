@@ -13,7 +13,7 @@ import type { Runner } from '../host/runner.ts';
 import { listDomains, virshCommand } from '../host/virsh.ts';
 import { contains, ipv4Net, overlaps, parseCidr, parseIpv4, prefixFromNetmask, type Ipv4Net } from './cidr.ts';
 import type { HostContext } from './host-context.ts';
-import { machineIdFrom, macAddress } from './identity.ts';
+import { hasMachineId, machineIdFrom, macAddress } from './identity.ts';
 import type { Machine } from './machine.ts';
 import { executePlan, type Step } from './plan.ts';
 import { xmlAttr, xmlEscape } from './xml-text.ts';
@@ -321,7 +321,7 @@ export async function reservationSteps(ctx: Pick<HostContext, 'runner' | 'say' |
     ctx.say(`${machine.name}: ipAddress ${ipAddress} is ignored in session mode (user-mode networking, no libvirt DHCP)`);
     return [];
   }
-  if (!fs.existsSync(path.join(machine.dir, 'machine-id'))) {
+  if (!hasMachineId(machine.dir)) {
     ctx.say(`# would reserve ${ipAddress} on ${network} for ${machine.name} (by the MAC derived from its machine-id, not written yet)`);
     return [];
   }

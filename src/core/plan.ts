@@ -1,8 +1,7 @@
 // An operation as data: the steps it will take, each with how to undo it. One mechanism prints a
 // plan (--dry-run), runs it, and rolls back the steps already done when a later one fails.
-import fs from 'node:fs';
-import path from 'node:path';
 import { IvmError } from '../errors.ts';
+import { readRegularFile, regularFileExists, removeFile, writeFileAtomic } from './safe-files.ts';
 import type { Command, Runner } from '../host/runner.ts';
 
 export type Step =
@@ -63,13 +62,15 @@ export async function executePlan(runner: Runner, plan: Plan, print: (line: stri
   }
 }
 
-/** Writes a file; returns how to put back what was there before (or remove it). */
+/**
+ * Writes a file whole (temporary file, then rename; a link there is refused, never written
+ * through); returns how to put back what was there before (or remove it).
+ */
 function writeFile(file: string, content: string): () => Promise<void> {
-  const before = fs.existsSync(file) ? fs.readFileSync(file) : undefined;
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, content);
+  const before = regularFileExists(file) ? readRegularFile(file) : undefined;
+  writeFileAtomic(file, content);
   return async () => {
-    if (before === undefined) fs.rmSync(file, { force: true });
-    else fs.writeFileSync(file, before);
+    if (before === undefined) removeFile(file);
+    else writeFileAtomic(file, before);
   };
 }

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError } from '../errors.ts';
+import { kindOf } from './safe-files.ts';
 
 export interface Project {
   root: string;
@@ -53,7 +54,8 @@ export function machineNames(project: Project): string[] {
   if (!isFolder(project.machinesDir)) return [];
   return fs
     .readdirSync(project.machinesDir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory() && fs.existsSync(path.join(project.machinesDir, entry.name, 'meta.nix')))
+    // Dirents are not followed: a link in machines/ is no machine (machineDir refuses it by name).
+    .filter((entry) => entry.isDirectory() && kindOf(path.join(project.machinesDir, entry.name, 'meta.nix')) === 'file')
     .map((entry) => entry.name)
     .sort();
 }

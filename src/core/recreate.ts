@@ -1,7 +1,5 @@
 // ivm recreate: a clean slate. A fresh boot overlay AND a fresh /var disk: every byte of the VM's
 // /var is lost, so it asks first (or needs --yes where nobody can be asked).
-import fs from 'node:fs';
-import path from 'node:path';
 import readline from 'node:readline/promises';
 import { RefusedError } from '../errors.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
@@ -9,7 +7,9 @@ import type { Context } from './context.ts';
 import { createVm, existingParts } from './create.ts';
 import { destroyVm } from './lifecycle.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
-import { planIdentity } from './identity.ts';
+import { hasMachineId, planIdentity } from './identity.ts';
+import { hostFileExists } from './vm-files.ts';
+import { withVmLock } from './lock.ts';
 import { loadMachine } from './machine.ts';
 import { reservationSteps } from './net.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
@@ -21,6 +21,10 @@ export interface RecreateOptions {
 }
 
 export async function recreateVm(ctx: Context, name: string, options: RecreateOptions): Promise<void> {
+  await withVmLock(ctx, name, 'recreate', () => recreateLocked(ctx, name, options));
+}
+
+async function recreateLocked(ctx: Context, name: string, options: RecreateOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   await refuseUnknownLeftovers(ctx, name, machine.dir, paths);
@@ -28,9 +32,9 @@ export async function recreateVm(ctx: Context, name: string, options: RecreateOp
   // without its private key), or an address that cannot be reserved.
   planIdentity(machine.dir, name);
   await reservationSteps({ ...ctx, say: () => undefined }, machine);
-  if (!ctx.runner.dryRun && !options.yes && fs.existsSync(paths.var)) await confirm(name, paths.var);
+  if (!ctx.runner.dryRun && !options.yes && (await hostFileExists(ctx.runner, paths.var))) await confirm(name, paths.var);
   // Build first: a failing build must not leave the user without a VM.
-  const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  const base = options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
   requireBaseInBaseDir(ctx.settings, base);
   if (ctx.runner.dryRun) ctx.say(`# recreate ${name}: destroy (with its /var disk), then create`);
   await destroyVm(ctx, name, { deleteVar: true, force: true, quietIfAbsent: true });
@@ -42,12 +46,12 @@ export async function recreateVm(ctx: Context, name: string, options: RecreateOp
  * this machine's, and leaves them; create would then refuse. Say so before anything happens.
  */
 async function refuseUnknownLeftovers(ctx: Context, name: string, dir: string, paths: VmPaths): Promise<void> {
-  if (fs.existsSync(path.join(dir, 'machine-id'))) return;
+  if (hasMachineId(dir)) return;
   const { parts: found } = await existingParts(ctx, name, paths);
   if (found.length === 0) return;
   throw new RefusedError(
     `machines/${name}/machine-id is missing, so nothing tells that these are this machine's; nothing was changed:\n${found.map((f) => `  ${f}`).join('\n')}`,
-    fs.existsSync(paths.var)
+    (await hostFileExists(ctx.runner, paths.var))
       ? `restore the machine-id from the /var disk: guestfish --ro -a ${paths.var} -m /dev/sda cat /identity/machine-id > machines/${name}/machine-id`
       : `remove them yourself if they are this machine's (virsh undefine --nvram ${name}; rm the files), then run ivm recreate ${name} again`,
   );

@@ -3,7 +3,8 @@
 import { IvmError, RefusedError } from '../errors.ts';
 import { domainInfo, domainState, virshCommand, type DomainInfo } from '../host/virsh.ts';
 import type { Context } from './context.ts';
-import { domainUuid } from './identity.ts';
+import { domainUuid, hasMachineId, machineIdFrom } from './identity.ts';
+import { machineDir } from './machine.ts';
 
 export async function domainStateOrRefuse(ctx: Context, name: string): Promise<string> {
   const state = await domainState(ctx.runner, name);
@@ -14,6 +15,34 @@ export async function domainStateOrRefuse(ctx: Context, name: string): Promise<s
     );
   }
   return state;
+}
+
+/**
+ * The domain of one of this project's machines: machines/NAME must exist and hold its machine-id,
+ * and a domain of that name must carry the uuid derived from it (ownDomain). ivm acts only on
+ * domains it made; undefined when there is no domain.
+ */
+export async function ownVm(ctx: Context, name: string): Promise<DomainInfo | undefined> {
+  const dir = machineDir(ctx.project, name);
+  if (!hasMachineId(dir)) {
+    throw new RefusedError(
+      `machines/${name}/ has no machine-id: no VM was made of it here, so ivm touches no domain named ${name}; nothing was changed`,
+      `create it: ivm create ${name}`,
+    );
+  }
+  return ownDomain(ctx, name, machineIdFrom(dir));
+}
+
+/** ownVm, for a verb that needs the domain to exist (start, stop, console). */
+export async function ownDefinedVm(ctx: Context, name: string): Promise<DomainInfo> {
+  const info = await ownVm(ctx, name);
+  if (info === undefined) {
+    throw new RefusedError(
+      `${name} is not defined in libvirt (${ctx.settings.libvirtUri})`,
+      `create it (ivm create ${name}), or, if its /var disk was kept by ivm destroy, bring it back: ivm upgrade ${name}`,
+    );
+  }
+  return info;
 }
 
 /** Anything but shut off (running, paused, in shutdown, ...) counts as running: its disks are in use. */

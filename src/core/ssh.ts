@@ -4,7 +4,7 @@
 // an error.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ExitCode, IvmError, RefusedError } from '../errors.ts';
+import { BadInputError, ExitCode, IvmError, RefusedError } from '../errors.ts';
 import type { Command } from '../host/runner.ts';
 import { findAddress, loadTarget } from './address.ts';
 import type { HostContext } from './host-context.ts';
@@ -12,6 +12,7 @@ import { requireProject } from './host-context.ts';
 import { KNOWN_HOSTS_FILE } from './identity-files.ts';
 import { machineDir } from './machine.ts';
 import { sleep } from './running.ts';
+import { readRegularText, regularFileExists } from './safe-files.ts';
 
 export interface SshTarget {
   name: string;
@@ -33,20 +34,36 @@ export class HostKeyError extends IvmError {
 /** The pinned known_hosts of a machine; refuses when it is missing or pins no key for the name. */
 export function pinnedKnownHosts(ctx: HostContext, name: string): string {
   const file = path.join(machineDir(requireProject(ctx), name), KNOWN_HOSTS_FILE);
-  if (!fs.existsSync(file)) throw new RefusedError(`${file} is missing: there is no pinned host key for ${name}`, `run: ivm identity ${name} (and recreate the VM with that identity)`);
-  const pinned = fs
-    .readFileSync(file, 'utf8')
+  if (!regularFileExists(file)) throw new RefusedError(`${file} is missing: there is no pinned host key for ${name}`, `run: ivm identity ${name} (and recreate the VM with that identity)`);
+  const pinned = readRegularText(file)
     .split('\n')
     .some((line) => line.trim().split(/\s+/)[0]?.split(',').includes(name));
   if (!pinned) throw new RefusedError(`${file} pins no host key under the name ${name}`, `it should hold one line "${name} ssh-ed25519 ...", as ivm identity writes it`);
+  sshOptionPath(file); // refused now, before any wait for an address, if ssh cannot be given it
   return file;
+}
+
+/**
+ * A path as the value of an `ssh -o` option. ssh splits the value at blanks unless it is in double
+ * quotes (where a backslash escapes a backslash), and expands %-tokens in UserKnownHostsFile
+ * (`%%` is a literal `%`). A double quote, a control character or `${` cannot be written at all
+ * (ssh has no escape for them there, and expands `${VAR}`), so such a path is refused.
+ */
+export function sshOptionPath(file: string): string {
+  if (/["\x00-\x1f\x7f]|\$\{/.test(file)) {
+    throw new BadInputError(
+      `ssh cannot be given the path ${JSON.stringify(file)}: it holds a double quote, a control character or "\${"`,
+      'move the project to a folder whose path has none of them',
+    );
+  }
+  return `"${file.replace(/\\/g, '\\\\').replace(/%/g, '%%')}"`;
 }
 
 /** The options that pin the host key: used for every ssh ivm runs. */
 export function pinOptions(name: string, knownHosts: string): string[] {
   return [
     '-o', `HostKeyAlias=${name}`,
-    '-o', `UserKnownHostsFile=${knownHosts}`,
+    '-o', `UserKnownHostsFile=${sshOptionPath(knownHosts)}`,
     '-o', 'GlobalKnownHostsFile=/dev/null',
     '-o', 'StrictHostKeyChecking=yes',
     '-o', 'UpdateHostKeys=no',

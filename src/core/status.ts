@@ -2,6 +2,7 @@
 // sizes, and, when the VM is stopped, /identity on its /var disk (guestfish, read-only).
 import fs from 'node:fs';
 import path from 'node:path';
+import { hostFileExists } from './vm-files.ts';
 import { imageInfo } from '../host/qemu-img.ts';
 import { domainState } from '../host/virsh.ts';
 import { readBuildRecord } from './base-image.ts';
@@ -28,9 +29,11 @@ export interface VmStatus {
 }
 
 async function disk(ctx: Context, file: string): Promise<DiskStatus | undefined> {
-  if (!fs.existsSync(file)) return undefined;
+  if (!(await hostFileExists(ctx.runner, file))) return undefined;
   const info = await imageInfo(ctx.runner, file);
-  return { path: file, virtualBytes: info['virtual-size'] ?? 0, allocatedBytes: fs.statSync(file).blocks * 512 };
+  // qemu-img's own count where ivm cannot stat the file (HOST_CMD).
+  const allocated = ctx.settings.hostCmd.length === 0 ? fs.lstatSync(file).blocks * 512 : (info['actual-size'] ?? 0);
+  return { path: file, virtualBytes: info['virtual-size'] ?? 0, allocatedBytes: allocated };
 }
 
 export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
@@ -43,7 +46,7 @@ export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   const sources = identitySources(dir, []);
   let sync: VmStatus['identity']['sync'] = 'not checked';
   let detail: string;
-  if (!fs.existsSync(paths.var)) detail = 'no /var disk';
+  if (!(await hostFileExists(ctx.runner, paths.var))) detail = 'no /var disk';
   else if (state !== 'shut off' && state !== 'undefined') detail = `the VM is ${state}: guestfish never opens a running VM's disks`;
   else {
     const session = await openVarDisk(ctx.runner, paths.var, { write: false });
@@ -61,8 +64,8 @@ export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   return {
     name,
     state,
-    base: current ? { path: current, storePath, exists: fs.existsSync(current) } : undefined,
-    rollbackBase: previous ? { path: previous, exists: fs.existsSync(previous) } : undefined,
+    base: current ? { path: current, storePath, exists: await hostFileExists(ctx.runner, current) } : undefined,
+    rollbackBase: previous ? { path: previous, exists: await hostFileExists(ctx.runner, previous) } : undefined,
     disks: { boot: await disk(ctx, paths.boot), var: await disk(ctx, paths.var) },
     identity: { files: sources.map((s) => ({ name: s.name, mode: s.mode })), sync, detail },
   };

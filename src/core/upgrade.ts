@@ -1,7 +1,6 @@
 // ivm upgrade and ivm rollback: move a stopped VM to another base, resync its identity, redefine it.
 // Its /var data is never touched: only /identity on the /var filesystem changes.
-import fs from 'node:fs';
-import { RefusedError } from '../errors.ts';
+import { IvmError, RefusedError } from '../errors.ts';
 import { virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
@@ -9,12 +8,15 @@ import { backingOf, finishSwitchSteps, switchBaseSteps } from './boot-overlay.ts
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { identitySources, requireIdentity, type IdentitySource } from './identity.ts';
+import { identitySources, requireIdentity, stageSources, type IdentitySource } from './identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from './identity-sync.ts';
 import { domainStateOrRefuse, isRunning, ownDomainState, stopForChange } from './running.ts';
 import { loadMachine, type Machine } from './machine.ts';
 import { executePlan, type Step } from './plan.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
+import { hostFileExists } from './vm-files.ts';
+import { readRegularText, regularFileExists } from './safe-files.ts';
+import { withVmLock } from './lock.ts';
 
 export interface UpgradeOptions {
   build: boolean;
@@ -23,33 +25,45 @@ export interface UpgradeOptions {
 }
 
 export async function upgradeVm(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
+  await withVmLock(ctx, name, 'upgrade', () => upgradeLocked(ctx, name, options));
+}
+
+async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   // Never generate identity here: the VM's identity is on its /var disk, and a new file would
   // replace it there. Everything local is checked before guestfish opens anything.
   const machineId = requireIdentity(machine.dir, name);
   const sources = identitySources(machine.dir);
-  if (!fs.existsSync(paths.var)) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
+  if (!(await hostFileExists(ctx.runner, paths.var))) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
   const refuseRunning = (state: string) => {
     if (isRunning(state) && !options.restart) {
       throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
     }
   };
   refuseRunning(await ownDomainState(ctx, name, machineId));
-  const base = options.build ? (await buildBase(ctx, name)).base : lastBuiltBase(ctx, name);
+  const base = options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
   requireBaseInBaseDir(ctx.settings, base);
   // Asked again after the build, which may take long: the VM may have been started meanwhile.
   const state = await ownDomainState(ctx, name, machineId);
   refuseRunning(state);
   const running = isRunning(state);
   if (running) await stopForChange(ctx, name, options.timeoutSeconds);
-  try {
-    await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, wasRunning: running });
-  } finally {
-    // --restart: the VM runs again whatever happened (every step leaves it bootable).
-    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-  }
+  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, wasRunning: running }).catch((error: unknown) => {
+    // A failed upgrade never starts the VM (its identity may be half-synced or its domain not the
+    // one wanted), and the first error is the one reported.
+    throw running ? leftStopped(error, name) : error;
+  });
+  // --restart: started again only once every step succeeded.
+  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
   if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
+}
+
+/** The error of a failed change to a VM that --restart had stopped: it says the VM was left off. */
+function leftStopped(error: unknown, name: string): unknown {
+  if (!(error instanceof IvmError)) return error;
+  const hint = [error.hint, `${name} was left shut off; once this is fixed, run the command again, or start it as it is: ivm start ${name}`].filter(Boolean).join('\n');
+  return new IvmError(error.message, { exitCode: error.exitCode, hint });
 }
 
 interface UpgradeTarget {
@@ -64,6 +78,15 @@ interface UpgradeTarget {
 }
 
 async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void> {
+  const staged = stageSources(target.sources, ctx.project.stateDir, ctx.runner.dryRun);
+  try {
+    await upgradeStaged(ctx, { ...target, sources: staged.sources });
+  } finally {
+    staged.remove();
+  }
+}
+
+async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void> {
   const { name, machine, machineId, sources, paths, base, state } = target;
   await finishSwitch(ctx, paths);
   const current = await backingOf(ctx.runner, paths.boot);
@@ -87,7 +110,7 @@ async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void
       sync = isInSync(diff) ? [] : syncScript(sources, diff);
     }
     const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
-    const xmlChanges = state === 'undefined' || !fs.existsSync(paths.xml) || fs.readFileSync(paths.xml, 'utf8') !== xml;
+    const xmlChanges = state === 'undefined' || !regularFileExists(paths.xml) || readRegularText(paths.xml) !== xml;
 
     ctx.say(`upgrade ${name}:`);
     ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
@@ -104,7 +127,7 @@ async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void
     }
     // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
     const steps: Step[] = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
-    if (baseChanges) steps.push(...switchBaseSteps(paths, base));
+    if (baseChanges) steps.push(...(await switchBaseSteps(ctx.runner, paths, base)));
     await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
   } finally {
     session?.abort();
@@ -126,7 +149,7 @@ function redefineSteps(ctx: Context, xmlPath: string, xml: string, name: string,
 
 /** Runs finishSwitchSteps, saying what it put right. */
 async function finishSwitch(ctx: Context, paths: VmPaths): Promise<void> {
-  const steps = finishSwitchSteps(paths);
+  const steps = await finishSwitchSteps(ctx.runner, paths);
   if (steps.length === 0) return;
   await executePlan(ctx.runner, { title: 'finish an interrupted switch', steps }, ctx.say);
   if (!ctx.runner.dryRun) for (const step of steps) ctx.say(step.title);
@@ -134,6 +157,10 @@ async function finishSwitch(ctx: Context, paths: VmPaths): Promise<void> {
 
 /** Puts the boot overlay back onto the previous base; the current one becomes the rollback target. */
 export async function rollbackVm(ctx: Context, name: string, options: { restart: boolean; timeoutSeconds: number }): Promise<void> {
+  await withVmLock(ctx, name, 'rollback', () => rollbackLocked(ctx, name, options));
+}
+
+async function rollbackLocked(ctx: Context, name: string, options: { restart: boolean; timeoutSeconds: number }): Promise<void> {
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   const machineId = requireIdentity(machine.dir, name);
@@ -142,7 +169,7 @@ export async function rollbackVm(ctx: Context, name: string, options: { restart:
   await finishSwitch(ctx, paths);
   const previous = await backingOf(ctx.runner, paths.bootPrevious);
   if (previous === undefined) throw new RefusedError(`${name} has no previous base to roll back to (no ${paths.bootPrevious})`);
-  if (!fs.existsSync(previous)) {
+  if (!(await hostFileExists(ctx.runner, previous))) {
     throw new RefusedError(`the previous base of ${name} is gone: ${previous}`, 'a base removed by hand (or by another tool) cannot be rolled back to');
   }
   requireBaseInBaseDir(ctx.settings, previous);
@@ -154,11 +181,10 @@ export async function rollbackVm(ctx: Context, name: string, options: { restart:
   if (running) await stopForChange(ctx, name, options.timeoutSeconds);
   ctx.say(`rollback ${name}:\n  base: ${current ?? '(no boot overlay)'} -> ${previous}`);
   const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
-  try {
-    const steps = [...redefineSteps(ctx, paths.xml, xml, name, false), ...switchBaseSteps(paths, previous)];
-    await executePlan(ctx.runner, { title: `rollback ${name}`, steps }, ctx.say);
-  } finally {
-    if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
-  }
+  const steps = [...redefineSteps(ctx, paths.xml, xml, name, false), ...(await switchBaseSteps(ctx.runner, paths, previous))];
+  await executePlan(ctx.runner, { title: `rollback ${name}`, steps }, ctx.say).catch((error: unknown) => {
+    throw running ? leftStopped(error, name) : error;
+  });
+  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
   if (!ctx.runner.dryRun) ctx.say(`rolled back ${name}`);
 }

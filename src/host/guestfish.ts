@@ -2,10 +2,19 @@
 // language, not a shell) and fed on standard input.
 import type { Command } from './runner.ts';
 
-/** Quotes a guestfish argument (double quotes; backslash escapes). */
+/**
+ * Quotes a guestfish argument: double quotes, with backslash escapes for the backslash, the quote and
+ * every control character (\\xHH), so that a name read from the guest, newlines included, is one word
+ * on one line.
+ */
 export function fishQuote(word: string): string {
   if (/^[A-Za-z0-9_/.:,=+-]+$/.test(word)) return word;
-  return `"${word.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  const escaped = word
+    .replace(/\\/g, '\\\\')
+    .replace(/"/g, '\\"')
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return `"${escaped}"`;
 }
 
 export function fishLine(...words: string[]): string {

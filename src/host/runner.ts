@@ -2,8 +2,9 @@
 // the runner prefixes HOST_CMD and SUDO or applies the tool's override variable, hands LIBGUESTFS_*
 // to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
 // running them (read-only queries still run, so a dry run sees the real state).
+import crypto from 'node:crypto';
 import { execa } from 'execa';
-import { CommandFailedError, LibvirtUnreachableError, ToolMissingError, VirtlogdMissingError } from '../errors.ts';
+import { IvmError, CommandFailedError, LibvirtUnreachableError, ToolMissingError, VirtlogdMissingError } from '../errors.ts';
 import type { Settings } from './settings.ts';
 import { shellLine, withHereDoc } from './shell-quote.ts';
 import { TOOLS, type ToolName } from './tools.ts';
@@ -57,10 +58,19 @@ export class Runner {
     const spec = TOOLS[command.tool];
     const override = spec.variable ? this.settings.overrides[spec.variable] : undefined;
     if (override) {
-      // GUESTFISH="sudo guestfish": the words before the program are a prefix that may drop the
-      // environment, so the LIBGUESTFS_* variables are named on the command line before it.
+      // GUESTFISH="sudo guestfish --verbose": the words before the program are a prefix that may
+      // drop the environment, so the LIBGUESTFS_* variables are named on the command line with env,
+      // right before the program (after the program's flags, guestfish would take `env` for one of
+      // its own commands).
       if (command.tool === 'guestfish' && override.length > 1) {
-        return [...override.slice(0, -1), ...this.guestfsEnvWords(), override[override.length - 1]!, ...command.args];
+        // The program is the last word whose file name starts with "guestfish" ("sudo
+        // /opt/bin/guestfish --verbose": 1), else the first word (a wrapper of another name).
+        let at = override.length - 1;
+        while (at > 0 && !(override[at]!.split('/').pop() ?? '').startsWith(spec.program)) at -= 1;
+        if (at > 0) {
+          return [...override.slice(0, at), ...this.guestfsEnvWords(), ...override.slice(at), ...command.args];
+        }
+        // The program comes first (GUESTFISH="guestfish --verbose"): no prefix, execa's env reaches it.
       }
       return [...override, ...command.args];
     }
@@ -83,13 +93,13 @@ export class Runner {
   private mutations = 0;
 
   /**
-   * Counts a change about to be made. IVM_FAULT_KILL_AT=N (a testing aid, see README.md) kills ivm
-   * with SIGKILL just before its N-th change, to prove that an operation cut short anywhere leaves
-   * a usable VM.
+   * Counts a change about to be made. IVM_TEST_FAULT_KILL_AT=N (with IVM_TEST_HARNESS=1; the tests'
+   * switch, see README.md) kills ivm with SIGKILL just before its N-th change, to prove that an
+   * operation cut short anywhere leaves a usable VM.
    */
   private beforeMutation(): void {
     this.mutations += 1;
-    if (this.settings.faultKillAt === this.mutations) process.kill(process.pid, 'SIGKILL');
+    if (this.settings.testing.faultKillAt === this.mutations) process.kill(process.pid, 'SIGKILL');
   }
 
   /** Runs a command; a non-zero exit becomes CommandFailedError unless allowFailure. */
@@ -134,7 +144,7 @@ export class Runner {
    * session): one launch, several round trips. The process itself only reads until a batch marked
    * as a change is sent; under --dry-run such batches are printed instead.
    */
-  startSession(command: Command): Session {
+  startSession(command: Command, timeoutMs?: number): Session {
     if (this.verbose) this.echo(`${shellLine(this.argv(command))} (session)`);
     const [file, ...args] = this.argv(command) as [string, ...string[]];
     const child = execa(file, args, {
@@ -145,7 +155,7 @@ export class Runner {
       stderr: 'pipe',
       buffer: { stdout: false, stderr: true },
     });
-    return new Session(this, command, child);
+    return new Session(this, command, child, timeoutMs);
   }
 
   /** Used by Session: a change batch under --dry-run is printed, otherwise counted and echoed. */
@@ -192,12 +202,20 @@ export class Runner {
 
 type Child = ReturnType<typeof execa>;
 
+/** How long one batch may take before the session is given up (a guestfish launch under TCG takes 15-30 s). */
+export const SESSION_BATCH_TIMEOUT_MS = 10 * 60 * 1000;
+
 /** A running program fed batches of commands; see Runner.startSession. */
 export class Session {
-  private output = '';
+  private output: Buffer = Buffer.alloc(0);
   private readonly sent: string[] = [];
   private exited = false;
   private counter = 0;
+  /**
+   * Ends each batch's answer. Random per session: the answers hold text the guest controls (file
+   * names on /var), which must never be able to fake the end of a batch.
+   */
+  private readonly markerBase = `::ivm-batch-${crypto.randomBytes(12).toString('hex')}`;
   private readonly done: Promise<{ exitCode?: number; stderr?: unknown }>;
   private spawnError: Error | undefined;
 
@@ -205,18 +223,18 @@ export class Session {
     private readonly runner: Runner,
     private readonly command: Command,
     private readonly child: Child,
+    private readonly timeoutMs = SESSION_BATCH_TIMEOUT_MS,
   ) {
     // A program that died early closes its input: the failure is reported from its exit, not as EPIPE.
     child.stdin?.on('error', () => undefined);
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (chunk: string) => {
-      this.output += chunk;
+    child.stdout?.on('data', (chunk: Buffer) => {
+      this.output = Buffer.concat([this.output, chunk]);
     });
     this.done = (child as unknown as Promise<{ exitCode?: number; stderr?: unknown }>).then(
       (result) => {
         this.exited = true;
         const outcome = result as { failed?: boolean; exitCode?: number };
-        if (outcome.failed && outcome.exitCode === undefined) this.spawnError = result as unknown as Error;
+        if (outcome.failed && outcome.exitCode === undefined && !this.timedOut) this.spawnError = result as unknown as Error;
         return result;
       },
       (error: Error) => {
@@ -227,21 +245,38 @@ export class Session {
     );
   }
 
+  private timedOut = false;
+
   /** Sends a batch and returns what the program printed for it. */
   async send(lines: string[], options: { mutates: boolean } = { mutates: false }): Promise<string> {
-    if (this.runner.sessionBatch(this.command, lines, options.mutates, this.sent) === 'print') return '';
+    return (await this.sendRaw(lines, options)).toString('utf8');
+  }
+
+  /** Sends a batch and returns the bytes the program printed for it (for NUL-separated answers). */
+  async sendRaw(lines: string[], options: { mutates: boolean } = { mutates: false }): Promise<Buffer> {
+    if (this.runner.sessionBatch(this.command, lines, options.mutates, this.sent) === 'print') return Buffer.alloc(0);
     this.sent.push(...lines);
-    const marker = `::ivm-batch-${++this.counter}::`;
-    this.output = '';
-    this.child.stdin?.write(`${[...lines, `echo ${marker}`].join('\n')}\n`);
+    const marker = Buffer.from(`${this.markerBase}-${++this.counter}::\n`);
+    this.output = Buffer.alloc(0);
+    this.child.stdin?.write(`${[...lines, `echo ${marker.toString().trimEnd()}`].join('\n')}\n`);
+    const deadline = Date.now() + this.timeoutMs;
     for (;;) {
-      const at = this.output.indexOf(`${marker}\n`);
+      const at = this.output.indexOf(marker);
       if (at >= 0) {
-        const answer = this.output.slice(0, at);
-        this.output = this.output.slice(at + marker.length + 1);
-        return answer;
+        const answer = this.output.subarray(0, at);
+        this.output = this.output.subarray(at + marker.length);
+        return Buffer.from(answer);
       }
       if (this.exited) throw await this.failed();
+      if (Date.now() >= deadline) {
+        this.timedOut = true;
+        this.abort();
+        await this.done;
+        throw new IvmError(
+          `${this.command.tool} did not answer within ${Math.round(this.timeoutMs / 1000)} s; it was stopped (${shellLine(this.runner.argv(this.command))})`,
+          { hint: 'run again with --verbose to see where it stops' },
+        );
+      }
       await Promise.race([new Promise((resolve) => setTimeout(resolve, 20)), this.done]);
     }
   }

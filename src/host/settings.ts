@@ -1,7 +1,8 @@
 // Everything ivm takes from the environment, read once into a plain object.
 // Variables (README.md, "Environment"): HOST_CMD, SUDO, NIX, VIRSH, QEMU_IMG, GUESTFISH, CP, READLINK,
 // LIBGUESTFS_BACKEND and any LIBGUESTFS_*, LIBVIRT_URI, OVMF_CODE, OVMF_VARS, IVM_BASE_DIR, IVM_VM_DIR,
-// SSH, APPARMOR_PARSER, XDG_DATA_HOME and HOME (session mode).
+// SSH, APPARMOR_PARSER, XDG_DATA_HOME and HOME (session mode). The test suite's switches
+// (IVM_TEST_HARNESS, IVM_TEST_FAULT_KILL_AT, IVM_TEST_SYSROOT: README.md, "Tests") are read here too.
 import os from 'node:os';
 import path from 'node:path';
 import { BadInputError } from '../errors.ts';
@@ -21,8 +22,29 @@ export interface Settings {
   baseDir: string;
   vmDir: string;
   ovmf: { code: string; vars: string } | undefined;
-  /** IVM_FAULT_KILL_AT: a testing aid; ivm kills itself before its N-th change (see Runner). */
+  /** The test suite's switches: all off unless IVM_TEST_HARNESS=1. */
+  testing: TestSwitches;
+}
+
+/**
+ * Switches only the test suite sets. Each is inert unless IVM_TEST_HARNESS=1 is set as well, and
+ * their names say "TEST", so that no variable left in a user's environment by chance can make ivm
+ * kill itself midway or look for the host's AppArmor files elsewhere.
+ */
+export interface TestSwitches {
+  /** IVM_TEST_FAULT_KILL_AT=N: ivm kills itself (SIGKILL) just before its N-th change (see Runner). */
   faultKillAt: number | undefined;
+  /** IVM_TEST_SYSROOT: the root under which host setup and doctor find /etc/apparmor.d and /sys/module/apparmor. */
+  sysroot: string | undefined;
+}
+
+export function testSwitches(env: NodeJS.ProcessEnv = process.env): TestSwitches {
+  if (env.IVM_TEST_HARNESS !== '1') return { faultKillAt: undefined, sysroot: undefined };
+  const kill = env.IVM_TEST_FAULT_KILL_AT;
+  if (kill && !/^[1-9][0-9]*$/.test(kill)) throw new BadInputError(`IVM_TEST_FAULT_KILL_AT=${kill} must be a positive integer`);
+  const sysroot = env.IVM_TEST_SYSROOT;
+  if (sysroot && !path.isAbsolute(sysroot)) throw new BadInputError(`IVM_TEST_SYSROOT=${sysroot} must be an absolute path`);
+  return { faultKillAt: kill ? Number(kill) : undefined, sysroot: sysroot || undefined };
 }
 
 export const TOOL_VARIABLES = ['NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'SSH', 'APPARMOR_PARSER'] as const;
@@ -93,6 +115,6 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, uid = process
     baseDir: env.IVM_BASE_DIR ? path.resolve(env.IVM_BASE_DIR) : defaults.baseDir,
     vmDir: env.IVM_VM_DIR ? path.resolve(env.IVM_VM_DIR) : defaults.vmDir,
     ovmf: code && vars ? { code, vars } : undefined,
-    faultKillAt: env.IVM_FAULT_KILL_AT ? Number(env.IVM_FAULT_KILL_AT) : undefined,
+    testing: testSwitches(env),
   };
 }

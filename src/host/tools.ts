@@ -15,6 +15,7 @@ export type ToolName =
   | 'ln'
   | 'chown'
   | 'tee'
+  | 'stat'
   | 'ssh'
   | 'apparmor_parser';
 
@@ -60,6 +61,8 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   chown: { program: 'chown', root: true, packages: coreutils },
   /** Writes root-owned files (the AppArmor rule) from standard input. */
   tee: { program: 'tee', root: true, packages: coreutils },
+  /** What a file in the image folders is, asked on the host itself when HOST_CMD is set. */
+  stat: { program: 'stat', root: true, packages: coreutils },
   ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
   apparmor_parser: {
     program: 'apparmor_parser',

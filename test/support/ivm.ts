@@ -46,6 +46,8 @@ export async function makeTestProject(prefix = 'ivm-e2e-'): Promise<TestProject>
     IVM_STANDIN_LOG: path.join(root, 'standin-nix.log'),
     LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg',
     LIBVIRT_URI: 'qemu:///system',
+    // Makes the tests' own switches (IVM_TEST_FAULT_KILL_AT, IVM_TEST_SYSROOT) count: without it ivm ignores them.
+    IVM_TEST_HARNESS: '1',
   };
   const project: TestProject = {
     root,
