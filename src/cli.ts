@@ -38,9 +38,11 @@ Environment (README.md, "Environment"):
                       session mode: ~/ivm/base-images)
   IVM_VM_DIR          per-VM disks (default: /var/lib/libvirt/images; session mode: ~/ivm/images)
   IVM_ROOT            the project folder (default: found upward from the working directory)
+  IVM_LOCK_WAIT       seconds to wait for a lock another run holds before refusing (default: 10)
 
-Exit codes: 0 ok, 1 a command failed, 2 bad input, 3 refused (would lose or overwrite something,
-or wrong VM state), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied).`;
+Exit codes: 0 ok, 1 a command failed, 2 bad input (also a link or odd file where ivm reads or
+writes), 3 refused (would lose or overwrite something, wrong VM state, not this project's domain,
+locked by another run), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied).`;
 
 export function buildProgram(): Command {
   const program = new Command('ivm')

@@ -6,17 +6,6 @@ import type { Context } from './context.ts';
 import { domainUuid, hasMachineId, machineIdFrom } from './identity.ts';
 import { machineDir } from './machine.ts';
 
-export async function domainStateOrRefuse(ctx: Context, name: string): Promise<string> {
-  const state = await domainState(ctx.runner, name);
-  if (state === undefined) {
-    throw new RefusedError(
-      `${name} is not defined in libvirt (${ctx.settings.libvirtUri})`,
-      `create it (ivm create ${name}), or, if its /var disk was kept by ivm destroy, bring it back: ivm upgrade ${name}`,
-    );
-  }
-  return state;
-}
-
 /**
  * The domain of one of this project's machines: machines/NAME must exist and hold its machine-id,
  * and a domain of that name must carry the uuid derived from it (ownDomain). ivm acts only on
