@@ -72,7 +72,7 @@ describe('bad input gets a clear error and exit code', () => {
     project.addMachine('dry', testMeta());
     const result = await project.ivm(['--dry-run', 'create', 'dry', '--start']);
     expect(result.exitCode, result.stderr).toBe(0);
-    for (const expected of ['build', 'qemu-img create', 'mkfs ext4 /dev/sda label:ivm-var', 'upload', 'define', 'start dry']) {
+    for (const expected of ['build', 'qemu-img create', 'mkfs.ext4 -q -F -t ext4 -L ivm-var -E root_owner=0:0 -d', 'debugfs -w -f -', 'set_inode_field /identity/ssh_host_ed25519_key uid 0', 'qemu-img convert -q -n -f raw -O qcow2', 'define', 'start dry']) {
       expect(result.stdout).toContain(expected);
     }
     expect(result.stdout).not.toContain('PRIVATE KEY');

@@ -11,7 +11,7 @@ import { sizeInBytes, validateMeta, type Machine } from '../src/core/machine.ts'
 import { MACHINE_NAME, validateMachineName } from '../src/core/names.ts';
 import { formatPrivateKey, generateKeyPair, parsePrivateKey } from '../src/core/openssh-key.ts';
 import { projectAt } from '../src/core/project.ts';
-import { initVarScript } from '../src/core/var-disk.ts';
+import { initVarScript } from './support/var-disk.ts';
 import { vmPaths } from '../src/core/vm-paths.ts';
 import { BadInputError } from '../src/errors.ts';
 import { readSettings } from '../src/host/settings.ts';

@@ -51,7 +51,7 @@ describe('ivm doctor', () => {
     expect(report.ok).toBe(true);
     expect(report.mode).toBe('system');
     const ids = report.checks.map((c) => c.id);
-    for (const id of ['mode', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home', 'networks', 'disk-type', 'reachable']) {
+    for (const id of ['mode', 'e2fsprogs', 'tool-nix', 'tool-qemu-img', 'tool-guestfish', 'tool-virsh', 'tool-ssh', 'kernel', 'kvm', 'libvirt', 'firmware', 'base-dir', 'apparmor', 'backing-files', 'hidden-home', 'networks', 'disk-type', 'reachable']) {
       expect(ids).toContain(id);
     }
     expect(stdout).toMatch(/^ok\s+qemu-img: qemu-img version \d/m);
@@ -254,5 +254,19 @@ describe('ivm doctor', () => {
     expect(odd.exitCode).toBe(4);
     expect(failed(odd.report)).toEqual(['nix-version']);
     expect(odd.stdout).toContain('FAIL  nix version: no version in `nix --version`: "nix (Nix) unstable"');
+  });
+
+  it('an e2fsprogs too old for mkfs.ext4 -d (create builds /var with it) fails its check with the package', async () => {
+    const real = (await doctor()).report.checks.find((c) => c.id === 'e2fsprogs')!;
+    expect(real.status).toBe('ok');
+    expect(real.found).toMatch(/^mkfs\.ext4 1\.\d+\.\d+, debugfs 1\.\d+\.\d+$/);
+    // A PATH whose mkfs.ext4 is an old one (a real process printing what mke2fs 1.42 prints).
+    const bin = path.join(project.root, 'old-e2fsprogs');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'mkfs.ext4'), "#!/bin/sh\necho 'mke2fs 1.42.9 (4-Feb-2014)' >&2\n", { mode: 0o755 });
+    const old = await doctor({ PATH: `${bin}:${process.env.PATH}` });
+    expect(old.exitCode).toBe(4);
+    expect(failed(old.report)).toEqual(['e2fsprogs']);
+    expect(old.stdout).toMatch(/^FAIL\s+e2fsprogs \(mkfs\.ext4 -d, debugfs\): mkfs\.ext4 1\.42\.9 is older than 1\.43 \(no mkfs\.ext4 -d\)\n\s+fix: .*apt(-get)? install.* e2fsprogs/m);
   });
 });

@@ -249,15 +249,13 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
     await project?.remove();
   });
 
-  it('create hands guestfish private copies of the identity, never the project\'s own files', async () => {
+  it('create builds /var from a private copy of the identity, never from the project\'s own files', async () => {
     const r = await project.ivm(['--verbose', 'create', VM]);
     expect(r.exitCode, r.stderr).toBe(0);
-    const uploads = r.stderr.split('\n').filter((line) => /^upload /.test(line));
-    expect(uploads.length).toBeGreaterThanOrEqual(6);
-    for (const line of uploads) {
-      expect(line).toContain(path.join(project.root, '.ivm', 'stage-'));
-      expect(line).not.toContain(path.join(project.root, 'machines'));
-    }
+    const mkfs = r.stderr.split('\n').filter((line) => /^\+ mkfs\.ext4 /.test(line));
+    expect(mkfs).toHaveLength(1);
+    expect(mkfs[0]).toMatch(new RegExp(`-d ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/tree `));
+    expect(r.stderr).not.toContain(`${path.join(project.root, 'machines')}/`);
     // The private folder is gone afterwards.
     expect(fs.readdirSync(path.join(project.root, '.ivm')).filter((f) => f.startsWith('stage-'))).toEqual([]);
     await writeVarFile(varDisk, SENTINEL, sentinel);
@@ -266,11 +264,14 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
   it('two upgrades started together: one runs, the other refuses naming the holder (exit 3); nothing is lost', async () => {
     fs.writeFileSync(path.join(dir, 'udp_ports'), '5353\n');
     const env = { IVM_LOCK_WAIT: '1' };
-    const [a, b] = await Promise.all([project.ivm(['upgrade', VM, '--no-build'], env), project.ivm(['upgrade', VM, '--no-build'], env)]);
+    const [a, b] = await Promise.all([project.ivm(['--verbose', 'upgrade', VM, '--no-build'], env), project.ivm(['--verbose', 'upgrade', VM, '--no-build'], env)]);
     const results = [a, b].sort((x, y) => x.exitCode - y.exitCode);
     expect(results[0]!.exitCode, results[0]!.stderr).toBe(0);
     expectClean(results[1]!, 3, new RegExp(`${VM} is locked by ivm upgrade \\(pid \\d+, since [^)]+\\); waited 1 s, nothing was changed`));
     expect(results[0]!.stdout).toContain('identity: added udp_ports');
+    // guestfish (root, through SUDO) uploads a private copy, never the project's file.
+    const uploads = results[0]!.stderr.split('\n').filter((line) => /^guestfish> upload /.test(line));
+    expect(uploads).toEqual([expect.stringMatching(new RegExp(`^guestfish> upload ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/udp_ports /identity/\\.udp_ports\\.ivm-new$`))]);
     await waitUntilUnused(varDisk);
     expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
     expect((await readVarFile(varDisk, '/identity/udp_ports'))?.toString()).toBe('5353\n');

@@ -179,6 +179,14 @@ describe('runner execution (real processes)', () => {
       expect(result.stdout).toBe('true\nlibvirt\n');
     });
 
+    it('with SUDO=sudo (real sudo, which drops the environment), the LIBGUESTFS_* variables still reach guestfish', async () => {
+      const { r } = runner({ SUDO: 'sudo', LIBGUESTFS_BACKEND: 'libvirt' }, { uid: 1000 });
+      expect(r.argv({ tool: 'guestfish', args: [], mutates: false })).toEqual(['sudo', 'env', 'LIBGUESTFS_BACKEND=libvirt', 'guestfish']);
+      const session = r.startSession({ tool: 'guestfish', args: ['--no-progress-bars'], mutates: false });
+      expect(await session.send(['get-backend'])).toBe('libvirt\n');
+      await session.close();
+    });
+
     it('says which package provides a missing program', async () => {
       const saved = process.env.PATH;
       process.env.PATH = '/nonexistent';

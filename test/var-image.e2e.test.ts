@@ -12,7 +12,7 @@ import { Runner } from '../src/host/runner.ts';
 import { readSettings } from '../src/host/settings.ts';
 import { guestfishCommand } from '../src/host/guestfish.ts';
 import { createDiskCommand } from '../src/host/qemu-img.ts';
-import { initVarScript } from '../src/core/var-disk.ts';
+import { initVarScript } from './support/var-disk.ts';
 import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree } from '../src/core/var-image.ts';
 import type { IdentitySource } from '../src/core/identity.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
@@ -38,18 +38,19 @@ const env = { LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_BACKEND_SETTINGS: 'force_
 
 /** Reads both disks in one guestfish launch: label, type, tune2fs features, then every path. */
 async function describeDisks(disks: string[]): Promise<Described[]> {
-  // A first pass lists the paths (find0 to stdout), a second stats and hashes them.
-  const list = await execa('guestfish', ['--no-progress-bars', '--ro'], {
+  // A first pass lists the paths (find0 into a local file each: NUL-separated, exact).
+  const lists = disks.map((d) => `${d}.paths`);
+  await execa('guestfish', ['--no-progress-bars', '--ro'], {
     input: `${disks.map((d) => `add-drive ${d} format:qcow2`).join('\n')}\nrun\n${disks
-      .map((_, i) => `mount-ro /dev/sd${'ab'[i]} /\nfind0 / -\necho ::end::\numount /`)
+      .map((_, i) => `mount-ro /dev/sd${'ab'[i]} /\nfind0 / ${lists[i]}\numount /`)
       .join('\n')}\n`,
     env,
-    encoding: 'buffer',
   });
-  const sections = Buffer.from(list.stdout).toString('utf8').split('::end::\n');
   const pathsOf = (i: number) =>
-    sections[i]!.split('\0')
-      .filter((p) => p.trim() !== '')
+    fs
+      .readFileSync(lists[i]!, 'utf8')
+      .split('\0')
+      .filter((p) => p !== '')
       .map((p) => `/${p}`);
   const script: string[] = [...disks.map((d) => `add-drive ${d} format:qcow2 readonly:true`), 'run'];
   const plan: { disk: number; kind: 'label' | 'type' | 'tune' | 'stat' | 'sum'; path?: string }[] = [];

@@ -2,7 +2,6 @@
 // whole or rolled back. It refuses, before touching anything, when any of the VM's files or its
 // domain exists.
 import { RefusedError } from '../errors.ts';
-import { guestfishCommand } from '../host/guestfish.ts';
 import type { Command } from '../host/runner.ts';
 import { createDiskCommand, createOverlayCommand } from '../host/qemu-img.ts';
 import { removeCommand } from '../host/files.ts';
@@ -12,10 +11,10 @@ import { reservationSteps } from './net.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { ensureIdentity, identitySources, machineIdFrom, stageSources, type IdentitySource } from './identity.ts';
+import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
 import { executePlan, type Plan, type Step } from './plan.ts';
-import { initVarScript } from './var-disk.ts';
+import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree, type VarStage } from './var-image.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
 import { existingHostFiles, hostFileExists } from './vm-files.ts';
 import { withVmLock } from './lock.ts';
@@ -44,16 +43,16 @@ async function createLocked(ctx: Context, name: string, options: CreateOptions):
   requireBaseInBaseDir(ctx.settings, base);
   // The DHCP reservation of a static address comes first, so a later failure takes it back too.
   const reservation = await reservationSteps(ctx, machine);
-  // The identity is read now, as this user, and guestfish gets private copies of it.
-  const staged = stageSources(identitySources(machine.dir, pending), ctx.project.stateDir, ctx.runner.dryRun);
+  // The identity is read now, as this user, into a private /var tree: the tools get only that.
+  const stage = stageVarTree(ctx.project.stateDir, identitySources(machine.dir, pending), ctx.runner.dryRun);
   try {
     // The temporary names must not be links: qemu-img and chmod would write through them as root.
     await existingHostFiles(ctx.runner, [`${paths.boot}.new`, `${paths.var}.new`]);
-    const plan = createPlan(ctx, machine, base, paths, staged.sources, pending);
+    const plan = createPlan(ctx, machine, base, paths, stage, pending);
     plan.steps.unshift(...reservation);
     await executePlan(ctx.runner, plan, ctx.say);
   } finally {
-    staged.remove();
+    stage.remove();
   }
   if (!ctx.runner.dryRun) {
     for (const step of reservation) ctx.say(step.title);
@@ -91,18 +90,22 @@ async function refuseExisting(ctx: Context, name: string, paths: VmPaths): Promi
  * appeared there meanwhile (or the existence check could not see it, e.g. through HOST_CMD), the
  * link fails and nothing is overwritten.
  */
-function newFileSteps(title: string, file: string, make: (file: string) => Command, mode?: string): Step[] {
+function newFileSteps(title: string, file: string, make: (file: string) => Command, mode?: string, fill?: { title: string; command: (file: string) => Command }): Step[] {
   const partial = `${file}.new`;
   return [
     { kind: 'run', title, command: make(partial), undo: removeCommand(partial) },
     ...(mode ? [{ kind: 'run' as const, title: `mode ${mode}`, command: { tool: 'chmod' as const, args: [mode, partial], mutates: true } }] : []),
+    ...(fill ? [{ kind: 'run' as const, title: fill.title, command: fill.command(partial) }] : []),
     { kind: 'run', title: 'give it its name, never replacing a file', command: { tool: 'ln', args: ['-T', partial, file], mutates: true }, undo: removeCommand(file) },
     { kind: 'run', title: 'drop the temporary name', command: removeCommand(partial) },
   ];
 }
 
-/** `sources`: the identity to write (staged); `pending`: identity files that --dry-run did not write but a real run would have. */
-export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, sources: IdentitySource[], pending: string[] = []): Plan {
+/**
+ * `stage`: the /var tree staged from the machine's identity; `pending`: identity files that
+ * --dry-run did not write but a real run would have.
+ */
+export function createPlan(ctx: Context, machine: Machine, base: string, paths: VmPaths, stage: VarStage, pending: string[] = []): Plan {
   const { runner, settings } = ctx;
   const machineId = pending.includes('machine-id') ? '0'.repeat(32) : machineIdFrom(machine.dir);
   return {
@@ -110,9 +113,14 @@ export function createPlan(ctx: Context, machine: Machine, base: string, paths: 
     steps: [
       { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', settings.vmDir], mutates: true } },
       ...newFileSteps(`boot overlay backed by ${base}`, paths.boot, (file) => createOverlayCommand(base, file)),
+      // The /var filesystem, built from the staged tree without an appliance (src/core/var-image.ts).
+      { kind: 'run', title: `the /var filesystem (ext4, label ivm-var, ${machine.meta.varSize}) from the identity`, command: mkfsCommand(stage, machine.meta.varSize) },
+      { kind: 'run', title: 'every file on it root\'s', command: ownershipCommand(stage) },
       // 0600 before anything is written: the /var disk will hold the host's private key.
-      ...newFileSteps(`/var disk of ${machine.meta.varSize}`, paths.var, (file) => createDiskCommand(file, machine.meta.varSize), '0600'),
-      { kind: 'run', title: 'format /var and write the identity (one guestfish session)', command: guestfishCommand(initVarScript(paths.var, sources)) },
+      ...newFileSteps(`/var disk of ${machine.meta.varSize}`, paths.var, (file) => createDiskCommand(file, machine.meta.varSize), '0600', {
+        title: 'copy the /var filesystem into it',
+        command: (file) => copyIntoDiskCommand(stage, file),
+      }),
       { kind: 'write', title: 'domain XML', path: paths.xml, content: renderDomainXml(machine, machineId, paths, settings) },
       {
         kind: 'run',

@@ -111,6 +111,40 @@ async function nixVersionCheck(runner: Runner): Promise<Check> {
   return { ...base, status: 'ok', found: `${version.text} (ivm needs ${MIN_NIX_VERSION} or newer)` };
 }
 
+/** The oldest e2fsprogs whose mkfs.ext4 can build a filesystem from a folder (-d), as create does. */
+export const MIN_E2FSPROGS = [1, 43] as const;
+
+/** "mke2fs 1.47.0 (5-Feb-2023)" -> [1, 47, 0]; undefined when there is no version. */
+export function parseE2fsprogsVersion(text: string): number[] | undefined {
+  const match = /\b(?:mke2fs|debugfs) (\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
+  return match ? [Number(match[1]), Number(match[2]), Number(match[3] ?? 0)] : undefined;
+}
+
+/** mkfs.ext4 (-d, -E root_owner) and debugfs: create makes every new /var with them, no appliance. */
+async function e2fsprogsCheck(runner: Runner, distro: Distro): Promise<Check> {
+  const base = { id: 'e2fsprogs', title: 'e2fsprogs (mkfs.ext4 -d, debugfs)' };
+  const fix = `${installCommand(TOOLS['mkfs.ext4'].packages, distro)} (${MIN_E2FSPROGS.join('.')} or newer)`;
+  const found: string[] = [];
+  for (const tool of ['mkfs.ext4', 'debugfs'] as const) {
+    let text: string;
+    try {
+      const r = await runner.run({ tool, args: ['-V'], mutates: false });
+      text = `${r.stderr}\n${r.stdout}`;
+    } catch (error) {
+      const what = error instanceof ToolMissingError ? `${error.program}: not found` : (error as Error).message.split('\n')[0]!;
+      return { ...base, status: 'fail', found: what, fix };
+    }
+    const version = parseE2fsprogsVersion(text);
+    if (!version) return { ...base, status: 'fail', found: `no version in \`${tool} -V\`: ${JSON.stringify(text.trim().split('\n')[0])}`, fix };
+    const [major, minor] = version as [number, number];
+    if (major < MIN_E2FSPROGS[0] || (major === MIN_E2FSPROGS[0] && minor < MIN_E2FSPROGS[1])) {
+      return { ...base, status: 'fail', found: `${tool} ${version.join('.')} is older than ${MIN_E2FSPROGS.join('.')} (no mkfs.ext4 -d)`, fix };
+    }
+    found.push(`${tool} ${version.join('.')}`);
+  }
+  return { ...base, status: 'ok', found: found.join(', ') };
+}
+
 function kernelCheck(runner: Runner, distro: Distro): Check {
   const base = { id: 'kernel', title: 'kernel for guestfish' };
   const viaRoot = runner.settings.sudo.length > 0 || (process.getuid?.() ?? 0) === 0;
@@ -495,6 +529,7 @@ export async function runDoctor(ctx: HostContext, host: AppArmorHost = appArmorH
   });
   for (const tool of ['nix', 'qemu-img', 'guestfish', 'virsh', 'ssh'] as const) checks.push(await toolCheck(runner, tool, distro));
   checks.push(await nixVersionCheck(runner));
+  checks.push(await e2fsprogsCheck(runner, distro));
   checks.push(kernelCheck(runner, distro));
   const machines = await loadMachines(ctx);
   checks.push(await kvmCheck(ctx, machines));

@@ -18,6 +18,11 @@ export interface Command {
   input?: string;
   /** Inherit the terminal (virsh console). */
   interactive?: boolean;
+  /**
+   * For a program that exits 0 even when a command of its script failed (debugfs -f): the stderr
+   * lines it prints when all is well. Any other line on stderr makes the command a failure.
+   */
+  expectedStderr?: RegExp;
 }
 
 export interface Result {
@@ -135,6 +140,10 @@ export class Runner {
     if (environment) throw environment;
     if (exitCode !== 0 && !options.allowFailure) {
       throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
+    }
+    if (exitCode === 0 && command.expectedStderr) {
+      const unexpected = stderr.split('\n').filter((line) => line.trim() !== '' && !command.expectedStderr!.test(line));
+      if (unexpected.length > 0) throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(unexpected.join('\n'), 8));
     }
     return { stdout, stderr, exitCode, skipped: false };
   }

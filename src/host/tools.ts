@@ -16,6 +16,8 @@ export type ToolName =
   | 'chown'
   | 'tee'
   | 'stat'
+  | 'mkfs.ext4'
+  | 'debugfs'
   | 'ssh'
   | 'apparmor_parser';
 
@@ -30,6 +32,7 @@ export interface ToolSpec {
 }
 
 const coreutils = { debian: 'coreutils', fedora: 'coreutils', arch: 'coreutils' };
+const e2fsprogs = { debian: 'e2fsprogs', fedora: 'e2fsprogs', arch: 'e2fsprogs' };
 
 export const TOOLS: Record<ToolName, ToolSpec> = {
   nix: { program: 'nix', variable: 'NIX', root: false, packages: { debian: 'nix-bin', fedora: 'nix', arch: 'nix' } },
@@ -63,6 +66,10 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   tee: { program: 'tee', root: true, packages: coreutils },
   /** What a file in the image folders is, asked on the host itself when HOST_CMD is set. */
   stat: { program: 'stat', root: true, packages: coreutils },
+  /** A new /var filesystem, built from a staged tree into the user's own raw file: no root needed. */
+  'mkfs.ext4': { program: 'mkfs.ext4', root: false, packages: e2fsprogs },
+  /** Sets owners on that raw file (debugfs -w), without root. */
+  debugfs: { program: 'debugfs', root: false, packages: e2fsprogs },
   ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
   apparmor_parser: {
     program: 'apparmor_parser',

@@ -1,6 +1,9 @@
 // Reading and writing files on a /var disk from tests. Writes go through guestfish (as a user
 // would); reads use e2fsprogs' debugfs on a raw copy, which needs no appliance (milliseconds).
 import { execa } from 'execa';
+import { fishLine } from '../../src/host/guestfish.ts';
+import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from '../../src/core/identity-files.ts';
+import type { IdentitySource } from '../../src/core/identity.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,4 +46,26 @@ export async function waitUntilUnused(disk: string, timeoutMs = 60_000): Promise
     if (Date.now() > deadline) throw new Error(`${disk} is still open after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
+}
+
+/**
+ * The /var disk as a guestfish appliance makes it (as ivm create did before it made /var without
+ * one): the reference test/var-image.e2e.test.ts compares the appliance-free /var with.
+ */
+export function initVarScript(varDisk: string, sources: IdentitySource[]): string[] {
+  const script = [
+    fishLine('add-drive', varDisk, 'format:qcow2'),
+    'run',
+    fishLine('mkfs', 'ext4', '/dev/sda', `label:${VAR_LABEL}`),
+    fishLine('mount', '/dev/sda', '/'),
+  ];
+  for (const dir of VAR_DIRS) {
+    script.push(fishLine('mkdir-p', dir.path), fishLine('chmod', dir.mode, dir.path), fishLine('chown', '0', '0', dir.path));
+  }
+  for (const source of sources) {
+    const target = `${VAR_IDENTITY_DIR}/${source.name}`;
+    script.push(fishLine('upload', source.local, target), fishLine('chown', '0', '0', target), fishLine('chmod', source.mode, target));
+  }
+  script.push('umount-all');
+  return script;
 }

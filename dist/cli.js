@@ -1,0 +1,116 @@
+// The ivm command line: global options, one command per file in src/commands/, and the one place
+// where errors become a message and an exit code.
+import { Command, CommanderError } from 'commander';
+import { ExitCode, IvmError } from "./errors.js";
+import { registerBuild } from "./commands/build.js";
+import { registerCreate } from "./commands/create.js";
+import { registerIdentity } from "./commands/identity.js";
+import { registerLifecycle } from "./commands/lifecycle.js";
+import { registerList } from "./commands/list.js";
+import { registerXml } from "./commands/xml.js";
+import { registerUpgrade } from "./commands/upgrade.js";
+import { registerGc } from "./commands/gc.js";
+import { registerStatus } from "./commands/status.js";
+import { registerHost } from "./commands/host.js";
+import { registerDoctor } from "./commands/doctor.js";
+import { registerNet } from "./commands/net.js";
+import { registerAddress } from "./commands/address.js";
+import packageJson from '../package.json' with { type: 'json' };
+import { findProject } from "./core/project.js";
+import { runnerOf } from "./commands/runner-of.js";
+const ENVIRONMENT_HELP = `
+Environment (README.md, "Environment"):
+  HOST_CMD            prefix of every default tool command (e.g. host-spawn in distrobox)
+  SUDO                prefix of the commands that need root (default: sudo unless root; "" disables;
+                      ignored in session mode)
+  NIX VIRSH QEMU_IMG GUESTFISH CP READLINK SSH APPARMOR_PARSER
+                      a tool's whole command, used as given (e.g. VIRSH="sudo virsh")
+  LIBGUESTFS_BACKEND  guestfish backend (default: direct); every LIBGUESTFS_* and SUPERMIN_* reaches guestfish
+  LIBVIRT_URI         libvirt connection (default: qemu:///system; qemu:///session: session mode, no root)
+  OVMF_CODE OVMF_VARS UEFI firmware files (default: libvirt picks firmware without Secure Boot)
+  IVM_BASE_DIR        shared read-only base images (default: /var/lib/libvirt/base-images;
+                      session mode: ~/ivm/base-images)
+  IVM_VM_DIR          per-VM disks (default: /var/lib/libvirt/images; session mode: ~/ivm/images)
+  IVM_ROOT            the project folder (default: found upward from the working directory)
+  IVM_LOCK_WAIT       seconds to wait for a lock another run holds before refusing (default: 10)
+
+Exit codes: 0 ok, 1 a command failed, 2 bad input (also a link or odd file where ivm reads or
+writes), 3 refused (would lose or overwrite something, wrong VM state, not this project's domain,
+locked by another run), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied).`;
+export function buildProgram() {
+    const program = new Command('ivm')
+        .description('Immutable NixOS virtual machines on libvirt: one read-only base image, per-VM identity and /var.')
+        .option('-n, --dry-run', 'print the commands that would change anything, run none of them (queries still run)')
+        .option('-v, --verbose', 'echo every command to stderr')
+        .version(packageJson.version, '-V, --version', 'print the version of ivm')
+        .showHelpAfterError('(ivm --help lists the commands; ivm COMMAND --help tells one)')
+        .exitOverride()
+        .addHelpText('after', ENVIRONMENT_HELP);
+    const makeContext = () => {
+        const runner = runnerOf(program);
+        return { project: findProject(), settings: runner.settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
+    };
+    for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress]) {
+        register(program, makeContext);
+    }
+    return program;
+}
+/**
+ * A file ivm reads or writes itself (identity files, XML, build records) that this user may not
+ * touch, or a file where a folder belongs: the host's state, said plainly, never a stack trace.
+ */
+function fileSystemError(error) {
+    const { code, path: file, syscall } = (error ?? {});
+    if (typeof file !== 'string' || typeof code !== 'string')
+        return undefined;
+    const what = `${syscall ?? 'use'} ${file}`;
+    if (code === 'EACCES' || code === 'EPERM') {
+        return new IvmError(`permission denied: cannot ${what}`, {
+            exitCode: ExitCode.environment,
+            hint: 'it belongs to another user (made by a run as root?): run ivm as that user, or give it back: sudo chown -R "$USER" on it',
+        });
+    }
+    if (code === 'EROFS')
+        return new IvmError(`cannot ${what}: the filesystem is read-only`, { exitCode: ExitCode.environment });
+    if (code === 'ENOTDIR' || code === 'EISDIR') {
+        return new IvmError(`cannot ${what}: ${code === 'ENOTDIR' ? 'a file stands where a folder belongs' : 'a folder stands where a file belongs'}`, {
+            exitCode: ExitCode.badInput,
+        });
+    }
+    return undefined;
+}
+export async function main(argv) {
+    const program = buildProgram();
+    try {
+        await program.parseAsync(argv);
+        return 0;
+    }
+    catch (error) {
+        if (error instanceof CommanderError) {
+            // help and version exit 0; a usage mistake is bad input (commander printed it already).
+            return error.exitCode === 0 ? 0 : ExitCode.badInput;
+        }
+        if (error instanceof IvmError) {
+            process.stderr.write(`ivm: ${error.message}\n`);
+            if (error.hint)
+                process.stderr.write(`hint: ${error.hint}\n`);
+            return error.exitCode;
+        }
+        const denied = fileSystemError(error);
+        if (denied) {
+            process.stderr.write(`ivm: ${denied.message}\n`);
+            if (denied.hint)
+                process.stderr.write(`hint: ${denied.hint}\n`);
+            return denied.exitCode;
+        }
+        process.stderr.write(`ivm: internal error (please report it):\n${error.stack ?? String(error)}\n`);
+        return 70;
+    }
+}
+// A reader that goes away (`ivm doctor | head`) ends ivm's output, quietly, not ivm with a stack trace.
+process.stdout.on('error', (error) => {
+    if (error.code !== 'EPIPE')
+        throw error;
+    process.exit(process.exitCode ?? 0);
+});
+process.exitCode = await main(process.argv);

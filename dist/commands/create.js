@@ -1,0 +1,12 @@
+import { createVm } from "../core/create.js";
+export function registerCreate(program, context) {
+    program
+        .command('create')
+        .argument('<name>', 'machine name')
+        .description('create the VM: boot overlay on the base image, a new /var disk with the identity, XML, virsh define')
+        .option('--no-build', 'use the base last built by `ivm build` instead of building')
+        .option('--start', 'start the VM once it is defined')
+        .action(async (name, options) => {
+        await createVm(context(), name, { build: options.build, start: Boolean(options.start) });
+    });
+}

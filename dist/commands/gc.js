@@ -1,0 +1,17 @@
+import { collectGarbage } from "../core/gc.js";
+export function registerGc(program, context) {
+    program
+        .command('gc')
+        .description('delete base images that no disk in IVM_VM_DIR uses (as current or rollback base) and no machine last built')
+        .action(async () => {
+        const ctx = context();
+        const result = await collectGarbage(ctx);
+        const verb = ctx.runner.dryRun ? 'would remove' : 'removed';
+        for (const { base, why } of result.kept)
+            ctx.say(`kept ${base} (used by ${why})`);
+        for (const { base, bytes } of result.removed)
+            ctx.say(`${verb} ${base} (${bytes} bytes)`);
+        const total = result.removed.reduce((sum, r) => sum + r.bytes, 0);
+        ctx.say(result.removed.length === 0 ? 'nothing to remove' : `${verb} ${result.removed.length} base image(s), ${total} bytes freed`);
+    });
+}

@@ -1,0 +1,13 @@
+import { hostContextOf } from "./host-context.js";
+import { hostSetup } from "../core/host-setup.js";
+export function registerHost(program, _context) {
+    const context = hostContextOf(program);
+    const host = program.command('host').description('the host contract: base-image folder, AppArmor rule, storage pools');
+    host
+        .command('setup')
+        .description('check the host contract and print the plan of what is missing (IVM_BASE_DIR root-owned 0755 with 0444 images, ' +
+        'IVM_VM_DIR, one AppArmor rule for IVM_BASE_DIR where AppArmor is enabled, pools basepool and vmpool in system mode); ' +
+        '--apply does it. Safe to run again.')
+        .option('--apply', 'do the plan (otherwise it is only printed)')
+        .action(async (options) => hostSetup(context(), { apply: Boolean(options.apply) }));
+}

@@ -1,0 +1,30 @@
+import { wholeSeconds } from "./options.js";
+import { consoleVm, destroyVm, startVm, stopVm } from "../core/lifecycle.js";
+/** Parses a --timeout value. */
+export const seconds = wholeSeconds(1);
+export function registerLifecycle(program, context) {
+    program
+        .command('start')
+        .argument('<name>', 'machine name')
+        .description('start the VM')
+        .action(async (name) => startVm(context(), name));
+    program
+        .command('stop')
+        .argument('<name>', 'machine name')
+        .description('shut the VM down gracefully and wait until it is off')
+        .option('-f, --force', 'power it off at once (virsh destroy), no graceful shutdown')
+        .option('-t, --timeout <seconds>', 'how long to wait for a graceful shutdown', seconds, 120)
+        .action(async (name, options) => stopVm(context(), name, { force: Boolean(options.force), timeoutSeconds: options.timeout }));
+    program
+        .command('console')
+        .argument('<name>', 'machine name')
+        .description("attach to the VM's serial console (leave with Ctrl+])")
+        .action(async (name) => consoleVm(context(), name));
+    program
+        .command('destroy')
+        .argument('<name>', 'machine name')
+        .description('undefine the VM (with its NVRAM), remove its boot overlays and serial log; the /var disk is kept')
+        .option('--delete-var', 'also delete the /var disk: all of its data is lost')
+        .option('-f, --force', 'power the VM off if it runs, and discard a saved memory image (otherwise both are refused)')
+        .action(async (name, options) => destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar), force: Boolean(options.force) }));
+}

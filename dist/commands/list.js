@@ -1,0 +1,27 @@
+import { listVms } from "../core/lifecycle.js";
+export function registerList(program, context) {
+    program
+        .command('list')
+        .description("every machine in machines/ with the state of its domain (one virsh call) and whether its base is the machine's latest build")
+        .option('--json', 'print JSON: [{"name", "state", "base"}], base one of latest, behind, gone, none, unknown')
+        .action(async (options) => {
+        const entries = await listVms(context());
+        if (options.json) {
+            process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
+            return;
+        }
+        const width = Math.max(4, ...entries.map((e) => e.name.length));
+        const stateWidth = Math.max(5, ...entries.map((e) => e.state.length));
+        const base = {
+            latest: () => 'latest build',
+            behind: (name) => `older than the latest build (ivm upgrade ${name} --no-build)`,
+            gone: (name) => `its base file is gone (ivm upgrade ${name})`,
+            none: () => '-',
+            unknown: () => 'not built here',
+        };
+        process.stdout.write(`${'NAME'.padEnd(width)}  ${'STATE'.padEnd(stateWidth)}  BASE\n`);
+        for (const entry of entries) {
+            process.stdout.write(`${entry.name.padEnd(width)}  ${entry.state.padEnd(stateWidth)}  ${base[entry.base](entry.name)}\n`);
+        }
+    });
+}

@@ -1,0 +1,28 @@
+import { recreateVm } from "../core/recreate.js";
+import { rollbackVm, upgradeVm } from "../core/upgrade.js";
+import { seconds } from "./lifecycle.js";
+export function registerUpgrade(program, context) {
+    program
+        .command('upgrade')
+        .argument('<name>', 'machine name')
+        .description('move a stopped VM to its newly built base and resync /var/identity (nothing else on /var is touched); redefine it')
+        .option('--no-build', 'use the base last built by `ivm build` instead of building')
+        .option('--restart', 'if the VM runs: shut it down gracefully, upgrade, start it again')
+        .option('-t, --timeout <seconds>', 'how long --restart waits for the shutdown', seconds, 120)
+        .action(async (name, options) => upgradeVm(context(), name, { build: options.build, restart: Boolean(options.restart), timeoutSeconds: options.timeout }));
+    program
+        .command('rollback')
+        .argument('<name>', 'machine name')
+        .description('put the boot overlay back onto the base before the last upgrade (the current one becomes the rollback target)')
+        .option('--restart', 'if the VM runs: shut it down gracefully, roll back, start it again')
+        .option('-t, --timeout <seconds>', 'how long --restart waits for the shutdown', seconds, 120)
+        .action(async (name, options) => rollbackVm(context(), name, { restart: Boolean(options.restart), timeoutSeconds: options.timeout }));
+    program
+        .command('recreate')
+        .argument('<name>', 'machine name')
+        .description('start afresh: new boot overlay AND new /var disk (all /var data is lost; asks, or needs --yes)')
+        .option('-y, --yes', 'do not ask: yes, delete the /var disk')
+        .option('--no-build', 'use the base last built by `ivm build` instead of building')
+        .option('--start', 'start the VM once it is defined')
+        .action(async (name, options) => recreateVm(context(), name, { yes: Boolean(options.yes), build: options.build, start: Boolean(options.start) }));
+}

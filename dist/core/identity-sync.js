@@ -1,0 +1,176 @@
+// Identity on an existing /var disk: read what /identity holds, compare it with machines/<name>/,
+// and change only what differs, all in one guestfish session. Nothing outside /identity is touched.
+import crypto from 'node:crypto';
+import { RefusedError } from "../errors.js";
+import { fishLine, guestfishSessionCommand } from "../host/guestfish.js";
+import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from "./identity-files.js";
+import { octalMode } from "./file-mode.js";
+export function isInSync(diff) {
+    return !diff.fixDir && [diff.added, diff.changed, diff.fixed, diff.removed, diff.unreadable].every((list) => list.length === 0);
+}
+export function describeDiff(diff) {
+    if (isInSync(diff))
+        return 'in sync';
+    const parts = [];
+    if (diff.added.length)
+        parts.push(`added ${diff.added.join(', ')}`);
+    if (diff.changed.length)
+        parts.push(`changed ${diff.changed.join(', ')}`);
+    if (diff.fixed.length)
+        parts.push(`mode or owner fixed ${diff.fixed.join(', ')}`);
+    if (diff.removed.length)
+        parts.push(`removed ${diff.removed.map(shownName).join(', ')}`);
+    if (diff.unreadable.length)
+        parts.push(`names that are not UTF-8 (removed by hand only) ${diff.unreadable.join(', ')}`);
+    if (diff.fixDir)
+        parts.push(`${VAR_IDENTITY_DIR} made 0755`);
+    return parts.join('; ');
+}
+/** Opens the /var disk in one guestfish launch (the drive writable only with write) and mounts it. */
+export async function openVarDisk(runner, varDisk, options) {
+    const session = runner.startSession(guestfishSessionCommand());
+    const label = await session.send([
+        fishLine('add-drive', varDisk, 'format:qcow2', `readonly:${options.write ? 'false' : 'true'}`),
+        'run',
+        fishLine('vfs-label', '/dev/sda'),
+    ]);
+    if (label.trim() !== VAR_LABEL) {
+        await session.close().catch(() => undefined);
+        throw new RefusedError(`${varDisk} does not hold the ivm /var filesystem (label ${JSON.stringify(label.trim())}, not ${VAR_LABEL})`);
+    }
+    // Mounted read-only even when the drive may be written: a run that changes nothing leaves the
+    // filesystem (mount count, times) as it was. remountWritable() switches before the first change.
+    await session.send([fishLine('mount-ro', '/dev/sda', '/')]);
+    return session;
+}
+/** Remounts the /var filesystem read-write (the drive must have been opened with write: true). */
+export function remountWritable() {
+    return [fishLine('umount', '/'), fishLine('mount', '/dev/sda', '/')];
+}
+const DIR_MODE = VAR_DIRS.find((dir) => dir.path === VAR_IDENTITY_DIR)?.mode ?? '0755';
+/** A name as shown to the user: JSON-quoted when it holds anything but printable characters. */
+export function shownName(name) {
+    return /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+}
+/** What /identity holds: name, mode, owner and content hash of each entry. */
+export async function readDiskIdentity(session) {
+    const files = new Map();
+    const unreadable = [];
+    const isDir = (await session.send([fishLine('is-dir', VAR_IDENTITY_DIR)])).trim() === 'true';
+    if (!isDir)
+        return { dirMode: undefined, files, unreadable };
+    const dirStat = parseStat(await session.send([fishLine('lstatns', VAR_IDENTITY_DIR)]));
+    // The guest controls these names: read them NUL-separated (ls0 to standard output), so that a
+    // name holding a newline (or anything else) is one name, never several lines.
+    const listing = await session.sendRaw([fishLine('ls0', VAR_IDENTITY_DIR, '-')]);
+    const names = [];
+    for (const raw of splitNul(listing)) {
+        const name = raw.toString('utf8');
+        if (Buffer.from(name, 'utf8').equals(raw))
+            names.push(name);
+        else
+            unreadable.push(JSON.stringify(raw.toString('latin1')));
+    }
+    if (names.length === 0)
+        return { dirMode: dirStat.mode, files, unreadable };
+    const stats = (await session.send(names.map((name) => fishLine('lstatns', `${VAR_IDENTITY_DIR}/${name}`))))
+        .split(/\n(?=st_dev:)/)
+        .map(parseStat);
+    const regular = names.filter((_, i) => stats[i]?.regular);
+    const sums = regular.length
+        ? (await session.send(regular.map((name) => fishLine('checksum', 'sha256', `${VAR_IDENTITY_DIR}/${name}`)))).split('\n').filter(Boolean)
+        : [];
+    names.forEach((name, i) => {
+        const stat = stats[i];
+        const sum = stat.regular ? sums[regular.indexOf(name)] : undefined;
+        files.set(name, { name, mode: stat.mode, uid: stat.uid, regular: stat.regular, sha256: sum });
+    });
+    return { dirMode: dirStat.mode, files, unreadable };
+}
+function splitNul(bytes) {
+    const parts = [];
+    let start = 0;
+    for (let i = 0; i < bytes.length; i += 1) {
+        if (bytes[i] === 0) {
+            if (i > start)
+                parts.push(bytes.subarray(start, i));
+            start = i + 1;
+        }
+    }
+    if (start < bytes.length && bytes.subarray(start).toString().trim() !== '')
+        parts.push(bytes.subarray(start));
+    return parts;
+}
+function parseStat(text) {
+    const field = (key) => Number(new RegExp(`^${key}: (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    const mode = field('st_mode');
+    return { mode: octalMode(mode), uid: field('st_uid'), regular: (mode & 0o170000) === 0o100000 };
+}
+export function sha256Of(content) {
+    return crypto.createHash('sha256').update(content).digest('hex');
+}
+export function diffIdentity(sources, disk) {
+    const diff = { added: [], changed: [], fixed: [], removed: [], fixDir: disk.dirMode !== DIR_MODE, unreadable: [...disk.unreadable], notRegular: [] };
+    for (const source of sources) {
+        const found = disk.files.get(source.name);
+        if (!found)
+            diff.added.push(source.name);
+        else if (!found.regular) {
+            diff.changed.push(source.name);
+            diff.notRegular.push(source.name);
+        }
+        else if (source.content === undefined || found.sha256 !== sha256Of(source.content))
+            diff.changed.push(source.name);
+        else if (found.mode !== source.mode || found.uid !== 0)
+            diff.fixed.push(source.name);
+    }
+    const wanted = new Set(sources.map((source) => source.name));
+    for (const name of disk.files.keys())
+        if (!wanted.has(name))
+            diff.removed.push(name);
+    return diff;
+}
+/** The temporary name a file is written under on the /var filesystem before it is renamed into place. */
+export function pendingName(name) {
+    return `${VAR_IDENTITY_DIR}/.${name}.ivm-new`;
+}
+/**
+ * The guestfish commands that make /identity equal to the sources (only what differs), whole or not
+ * at all for each file: every new content is written under a temporary name (pendingName) at its
+ * mode and owner first, then renamed over the old file (rename(2): a reader, or a cut-off run, sees
+ * the old file or the new one, never none). Temporary files a cut-off run left are names the table
+ * does not know, so the next sync removes them.
+ */
+export function syncScript(sources, diff) {
+    if (diff.unreadable.length > 0) {
+        throw new RefusedError(`${VAR_IDENTITY_DIR} on the /var disk holds names that are not UTF-8 (${diff.unreadable.join(', ')}): ivm does not guess at them; nothing was changed`, 'remove them by hand with guestfish on the stopped VM\'s /var disk (guestfish -a DISK -m /dev/sda, then ls0 /identity -), then run the command again');
+    }
+    const lines = [];
+    if (diff.fixDir)
+        lines.push(fishLine('mkdir-p', VAR_IDENTITY_DIR), fishLine('chmod', DIR_MODE, VAR_IDENTITY_DIR), fishLine('chown', '0', '0', VAR_IDENTITY_DIR));
+    const rewrite = sources.filter((source) => diff.added.includes(source.name) || diff.changed.includes(source.name));
+    // Stale files and leftovers of a cut-off run first (they may hold a pending name).
+    for (const name of diff.removed)
+        lines.push(fishLine('rm-rf', `${VAR_IDENTITY_DIR}/${name}`));
+    for (const source of rewrite) {
+        const pending = pendingName(source.name);
+        lines.push(fishLine('rm-rf', pending), fishLine('upload', source.local, pending), fishLine('chown', '0', '0', pending), fishLine('chmod', source.mode, pending));
+    }
+    // Only when every new file is complete: a failure above leaves every old file in place.
+    for (const source of rewrite) {
+        const target = `${VAR_IDENTITY_DIR}/${source.name}`;
+        // rename(2) replaces a file (or a link), not a folder: something not a regular file goes first.
+        if (diff.notRegular.includes(source.name))
+            lines.push(fishLine('rm-rf', target));
+        lines.push(fishLine('rename', pendingName(source.name), target));
+    }
+    for (const source of sources) {
+        if (!diff.fixed.includes(source.name))
+            continue;
+        const target = `${VAR_IDENTITY_DIR}/${source.name}`;
+        lines.push(fishLine('chown', '0', '0', target), fishLine('chmod', source.mode, target));
+    }
+    if (lines.length > 0)
+        return [...remountWritable(), ...lines, 'sync'];
+    return lines;
+}

@@ -1,0 +1,69 @@
+// An operation as data: the steps it will take, each with how to undo it. One mechanism prints a
+// plan (--dry-run), runs it, and rolls back the steps already done when a later one fails.
+import { IvmError } from "../errors.js";
+import { readRegularFile, regularFileExists, removeFile, writeFileAtomic } from "./safe-files.js";
+/** Shown with the first error when a plan had to be rolled back. */
+export class PlanFailedError extends IvmError {
+    constructor(cause, step, undone, undoErrors) {
+        const lines = [`${step.title} failed: ${cause.message}`];
+        if (undone.length > 0)
+            lines.push(`rolled back: ${undone.join('; ')}`);
+        if (undoErrors.length > 0)
+            lines.push(`could not roll back (clean up by hand): ${undoErrors.join('; ')}`);
+        super(lines.join('\n'), { exitCode: cause instanceof IvmError ? cause.exitCode : 1, hint: cause instanceof IvmError ? cause.hint : undefined });
+    }
+}
+export function describePlan(runner, plan) {
+    return plan.steps.map((step) => step.kind === 'run' ? `# ${step.title}\n${runner.describe(step.command)}` : `# ${step.title}\n# (write ${step.path})`);
+}
+/** Runs (or, under --dry-run, prints) the steps in order; on failure undoes the finished ones in reverse. */
+export async function executePlan(runner, plan, print) {
+    if (runner.dryRun) {
+        print(`# ${plan.title} (dry run: nothing is changed)`);
+        for (const line of describePlan(runner, plan))
+            print(line);
+        return;
+    }
+    const undos = [];
+    for (const step of plan.steps) {
+        try {
+            if (step.kind === 'run') {
+                await runner.run(step.command);
+                const undo = step.undo;
+                if (undo)
+                    undos.push({ title: runner.describe(undo), undo: async () => void (await runner.run(undo)) });
+            }
+            else {
+                undos.push({ title: `restore ${step.path}`, undo: writeFile(step.path, step.content) });
+            }
+        }
+        catch (error) {
+            const undone = [];
+            const undoErrors = [];
+            for (const { title, undo } of undos.reverse()) {
+                try {
+                    await undo();
+                    undone.push(title);
+                }
+                catch (undoError) {
+                    undoErrors.push(`${title}: ${undoError.message}`);
+                }
+            }
+            throw new PlanFailedError(error, step, undone, undoErrors);
+        }
+    }
+}
+/**
+ * Writes a file whole (temporary file, then rename; a link there is refused, never written
+ * through); returns how to put back what was there before (or remove it).
+ */
+function writeFile(file, content) {
+    const before = regularFileExists(file) ? readRegularFile(file) : undefined;
+    writeFileAtomic(file, content);
+    return async () => {
+        if (before === undefined)
+            removeFile(file);
+        else
+            writeFileAtomic(file, before);
+    };
+}

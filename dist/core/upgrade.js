@@ -1,0 +1,178 @@
+// ivm upgrade and ivm rollback: move a stopped VM to another base, resync its identity, redefine it.
+// Its /var data is never touched: only /identity on the /var filesystem changes.
+import { IvmError, RefusedError } from "../errors.js";
+import { virshCommand } from "../host/virsh.js";
+import { requireBaseInBaseDir } from "./base-dir.js";
+import { backingOf, finishSwitchSteps, switchBaseSteps } from "./boot-overlay.js";
+import { buildBase, lastBuiltBase } from "./build.js";
+import { renderDomainXml } from "./domain-xml.js";
+import { identitySources, requireIdentity, stageSources } from "./identity.js";
+import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from "./identity-sync.js";
+import { isRunning, ownDefinedVm, ownDomainState, savedError, stopForChange } from "./running.js";
+import { loadMachine } from "./machine.js";
+import { executePlan } from "./plan.js";
+import { vmPaths } from "./vm-paths.js";
+import { hostFileExists } from "./vm-files.js";
+import { readRegularText, regularFileExists } from "./safe-files.js";
+import { withVmLock } from "./lock.js";
+export async function upgradeVm(ctx, name, options) {
+    await withVmLock(ctx, name, 'upgrade', () => upgradeLocked(ctx, name, options));
+}
+async function upgradeLocked(ctx, name, options) {
+    const machine = await loadMachine(ctx.runner, ctx.project, name);
+    const paths = vmPaths(ctx.settings, ctx.project, name);
+    // Never generate identity here: the VM's identity is on its /var disk, and a new file would
+    // replace it there. Everything local is checked before guestfish opens anything.
+    const machineId = requireIdentity(machine.dir, name);
+    const sources = identitySources(machine.dir);
+    if (!(await hostFileExists(ctx.runner, paths.var)))
+        throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
+    const refuseRunning = (state) => {
+        if (isRunning(state) && !options.restart) {
+            throw new RefusedError(`${name} is ${state}: upgrade changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
+        }
+    };
+    refuseRunning(await ownDomainState(ctx, name, machineId));
+    const base = options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
+    requireBaseInBaseDir(ctx.settings, base);
+    // Asked again after the build, which may take long: the VM may have been started meanwhile.
+    const state = await ownDomainState(ctx, name, machineId);
+    refuseRunning(state);
+    const running = isRunning(state);
+    if (running)
+        await stopForChange(ctx, name, options.timeoutSeconds);
+    await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, wasRunning: running }).catch((error) => {
+        // A failed upgrade never starts the VM (its identity may be half-synced or its domain not the
+        // one wanted), and the first error is the one reported.
+        throw running ? leftStopped(error, name) : error;
+    });
+    // --restart: started again only once every step succeeded.
+    if (running)
+        await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    if (!ctx.runner.dryRun)
+        ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
+}
+/** The error of a failed change to a VM that --restart had stopped: it says the VM was left off. */
+function leftStopped(error, name) {
+    if (!(error instanceof IvmError))
+        return error;
+    const hint = [error.hint, `${name} was left shut off; once this is fixed, run the command again, or start it as it is: ivm start ${name}`].filter(Boolean).join('\n');
+    return new IvmError(error.message, { exitCode: error.exitCode, hint });
+}
+async function upgradeStopped(ctx, target) {
+    const staged = stageSources(target.sources, ctx.project.stateDir, ctx.runner.dryRun);
+    try {
+        await upgradeStaged(ctx, { ...target, sources: staged.sources });
+    }
+    finally {
+        staged.remove();
+    }
+}
+async function upgradeStaged(ctx, target) {
+    const { name, machine, machineId, sources, paths, base, state } = target;
+    await finishSwitch(ctx, paths);
+    const current = await backingOf(ctx.runner, paths.boot);
+    const baseChanges = current !== base;
+    let session;
+    let sync = [];
+    let identityLine;
+    try {
+        if (target.wasRunning && ctx.runner.dryRun) {
+            identityLine = 'not read (the VM is running; it is compared after the shutdown)';
+        }
+        else {
+            session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
+            const diff = diffIdentity(sources, await readDiskIdentity(session));
+            if (diff.changed.includes('machine-id')) {
+                throw new RefusedError(`the /var disk ${paths.var} holds another machine-id than machines/${name}/machine-id: it is not this machine's disk, or the file was replaced; nothing was changed`, `restore machines/${name}/machine-id from the disk (guestfish --ro -a ${paths.var} -m /dev/sda cat /identity/machine-id), or start afresh with ivm recreate ${name}`);
+            }
+            identityLine = describeDiff(diff);
+            sync = isInSync(diff) ? [] : syncScript(sources, diff);
+        }
+        const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
+        const xmlChanges = state === 'undefined' || !regularFileExists(paths.xml) || readRegularText(paths.xml) !== xml;
+        ctx.say(`upgrade ${name}:`);
+        ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
+        ctx.say(`  identity: ${identityLine}`);
+        if (state === 'undefined')
+            ctx.say('  domain: not defined; it will be defined again on this /var disk');
+        if (!baseChanges && sync.length === 0 && !xmlChanges) {
+            await session?.close();
+            ctx.say(`${name} is up to date: nothing changed`);
+            return;
+        }
+        if (session) {
+            if (sync.length > 0)
+                await session.send(sync, { mutates: true });
+            await session.close();
+        }
+        // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
+        const steps = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
+        if (baseChanges)
+            steps.push(...(await switchBaseSteps(ctx.runner, paths, base)));
+        await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
+    }
+    finally {
+        session?.abort();
+    }
+}
+function redefineSteps(ctx, xmlPath, xml, name, wasUndefined) {
+    return [
+        { kind: 'write', title: 'domain XML', path: xmlPath, content: xml },
+        {
+            kind: 'run',
+            title: 'redefine the domain (same uuid and MAC)',
+            command: virshCommand(ctx.runner, ['define', xmlPath], true),
+            // A domain defined anew (a VM brought back on its kept /var) goes again if a later step fails.
+            ...(wasUndefined ? { undo: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) } : {}),
+        },
+    ];
+}
+/** Runs finishSwitchSteps, saying what it put right. */
+async function finishSwitch(ctx, paths) {
+    const steps = await finishSwitchSteps(ctx.runner, paths);
+    if (steps.length === 0)
+        return;
+    await executePlan(ctx.runner, { title: 'finish an interrupted switch', steps }, ctx.say);
+    if (!ctx.runner.dryRun)
+        for (const step of steps)
+            ctx.say(step.title);
+}
+/** Puts the boot overlay back onto the previous base; the current one becomes the rollback target. */
+export async function rollbackVm(ctx, name, options) {
+    await withVmLock(ctx, name, 'rollback', () => rollbackLocked(ctx, name, options));
+}
+async function rollbackLocked(ctx, name, options) {
+    const machine = await loadMachine(ctx.runner, ctx.project, name);
+    const paths = vmPaths(ctx.settings, ctx.project, name);
+    const machineId = requireIdentity(machine.dir, name);
+    const info = await ownDefinedVm(ctx, name);
+    if (info.managedSave)
+        throw savedError(name);
+    const state = info.state;
+    await finishSwitch(ctx, paths);
+    const previous = await backingOf(ctx.runner, paths.bootPrevious);
+    if (previous === undefined)
+        throw new RefusedError(`${name} has no previous base to roll back to (no ${paths.bootPrevious})`);
+    if (!(await hostFileExists(ctx.runner, previous))) {
+        throw new RefusedError(`the previous base of ${name} is gone: ${previous}`, 'a base removed by hand (or by another tool) cannot be rolled back to');
+    }
+    requireBaseInBaseDir(ctx.settings, previous);
+    const running = isRunning(state);
+    if (running && !options.restart) {
+        throw new RefusedError(`${name} is ${state}: rollback changes nothing while it runs`, `stop it first (ivm stop ${name}), or add --restart`);
+    }
+    const current = await backingOf(ctx.runner, paths.boot);
+    if (running)
+        await stopForChange(ctx, name, options.timeoutSeconds);
+    ctx.say(`rollback ${name}:\n  base: ${current ?? '(no boot overlay)'} -> ${previous}`);
+    const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
+    const steps = [...redefineSteps(ctx, paths.xml, xml, name, false), ...(await switchBaseSteps(ctx.runner, paths, previous))];
+    await executePlan(ctx.runner, { title: `rollback ${name}`, steps }, ctx.say).catch((error) => {
+        throw running ? leftStopped(error, name) : error;
+    });
+    if (running)
+        await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    if (!ctx.runner.dryRun)
+        ctx.say(`rolled back ${name}`);
+}

@@ -1,0 +1,288 @@
+// The one place where ivm starts a process. A command is an argv array (never a shell string);
+// the runner prefixes HOST_CMD and SUDO or applies the tool's override variable, hands LIBGUESTFS_*
+// to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
+// running them (read-only queries still run, so a dry run sees the real state).
+import crypto from 'node:crypto';
+import { execa } from 'execa';
+import { IvmError, CommandFailedError, LibvirtUnreachableError, ToolMissingError, VirtlogdMissingError } from "../errors.js";
+import { shellLine, withHereDoc } from "./shell-quote.js";
+import { TOOLS } from "./tools.js";
+export class Runner {
+    settings;
+    dryRun;
+    verbose;
+    print;
+    echo;
+    constructor(settings, options) {
+        this.settings = settings;
+        this.dryRun = options.dryRun;
+        this.verbose = options.verbose;
+        this.print = options.print ?? ((line) => process.stdout.write(`${line}\n`));
+        this.echo = options.echo ?? ((line) => process.stderr.write(`+ ${line}\n`));
+    }
+    /** The argv a command runs as, with prefixes and overrides applied. */
+    argv(command) {
+        const spec = TOOLS[command.tool];
+        const override = spec.variable ? this.settings.overrides[spec.variable] : undefined;
+        if (override) {
+            // GUESTFISH="sudo guestfish --verbose": the words before the program are a prefix that may
+            // drop the environment, so the LIBGUESTFS_* variables are named on the command line with env,
+            // right before the program (after the program's flags, guestfish would take `env` for one of
+            // its own commands).
+            if (command.tool === 'guestfish' && override.length > 1) {
+                // The program is the last word whose file name starts with "guestfish" ("sudo
+                // /opt/bin/guestfish --verbose": 1), else the first word (a wrapper of another name).
+                let at = override.length - 1;
+                while (at > 0 && !(override[at].split('/').pop() ?? '').startsWith(spec.program))
+                    at -= 1;
+                if (at > 0) {
+                    return [...override.slice(0, at), ...this.guestfsEnvWords(), ...override.slice(at), ...command.args];
+                }
+                // The program comes first (GUESTFISH="guestfish --verbose"): no prefix, execa's env reaches it.
+            }
+            return [...override, ...command.args];
+        }
+        const prefix = [...this.settings.hostCmd, ...(spec.root ? this.settings.sudo : [])];
+        // sudo and host-spawn do not pass the environment on: name the guestfish variables on the command line.
+        const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : [];
+        return [...prefix, ...env, spec.program, ...command.args];
+    }
+    guestfsEnvWords() {
+        return ['env', ...Object.entries(this.settings.guestfsEnv).map(([k, v]) => `${k}=${v}`)];
+    }
+    /** The command as a line a user could paste into a shell. */
+    describe(command) {
+        const line = shellLine(this.argv(command));
+        return command.input === undefined ? line : withHereDoc(line, command.input);
+    }
+    mutations = 0;
+    /**
+     * Counts a change about to be made. IVM_TEST_FAULT_KILL_AT=N (with IVM_TEST_HARNESS=1; the tests'
+     * switch, see README.md) kills ivm with SIGKILL just before its N-th change, to prove that an
+     * operation cut short anywhere leaves a usable VM.
+     */
+    beforeMutation() {
+        this.mutations += 1;
+        if (this.settings.testing.faultKillAt === this.mutations)
+            process.kill(process.pid, 'SIGKILL');
+    }
+    /** Runs a command; a non-zero exit becomes CommandFailedError unless allowFailure. */
+    async run(command, options = {}) {
+        if (this.dryRun && command.mutates) {
+            this.print(this.describe(command));
+            return { stdout: '', stderr: '', exitCode: 0, skipped: true };
+        }
+        if (command.mutates)
+            this.beforeMutation();
+        if (this.verbose)
+            this.echo(this.describe(command));
+        const [file, ...args] = this.argv(command);
+        // virsh's words are parsed (states, dominfo fields, error messages): never a translation of them.
+        const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : command.tool === 'virsh' && !command.interactive ? { LC_ALL: 'C' } : {};
+        let result;
+        try {
+            result = await execa(file, args, {
+                reject: false,
+                env,
+                ...(command.interactive
+                    ? { stdio: 'inherit' }
+                    : { input: command.input ?? '', stripFinalNewline: false }),
+            });
+        }
+        catch (error) {
+            throw this.translateSpawnError(command, file, error);
+        }
+        if (result.failed && result.exitCode === undefined) {
+            throw this.translateSpawnError(command, file, result);
+        }
+        const stdout = typeof result.stdout === 'string' ? result.stdout : '';
+        const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+        const exitCode = result.exitCode ?? 1;
+        const environment = exitCode !== 0 ? this.environmentError(command, stderr) : undefined;
+        if (environment)
+            throw environment;
+        if (exitCode !== 0 && !options.allowFailure) {
+            throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
+        }
+        if (exitCode === 0 && command.expectedStderr) {
+            const unexpected = stderr.split('\n').filter((line) => line.trim() !== '' && !command.expectedStderr.test(line));
+            if (unexpected.length > 0)
+                throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(unexpected.join('\n'), 8));
+        }
+        return { stdout, stderr, exitCode, skipped: false };
+    }
+    /**
+     * Starts a program that takes commands on standard input and answers each batch (a guestfish
+     * session): one launch, several round trips. The process itself only reads until a batch marked
+     * as a change is sent; under --dry-run such batches are printed instead.
+     */
+    startSession(command, timeoutMs) {
+        if (this.verbose)
+            this.echo(`${shellLine(this.argv(command))} (session)`);
+        const [file, ...args] = this.argv(command);
+        const child = execa(file, args, {
+            reject: false,
+            env: command.tool === 'guestfish' ? this.settings.guestfsEnv : {},
+            stdin: 'pipe',
+            stdout: 'pipe',
+            stderr: 'pipe',
+            buffer: { stdout: false, stderr: true },
+        });
+        return new Session(this, command, child, timeoutMs);
+    }
+    /** Used by Session: a change batch under --dry-run is printed, otherwise counted and echoed. */
+    sessionBatch(command, lines, mutates, sentBefore) {
+        if (mutates && this.dryRun) {
+            // With what the session ran before (open, mount, reads), so that the printed script runs as is.
+            this.print(withHereDoc(shellLine(this.argv(command)), [...sentBefore, ...lines].join('\n')));
+            return 'print';
+        }
+        if (mutates)
+            this.beforeMutation();
+        if (this.verbose)
+            for (const line of lines)
+                this.echo(`${command.tool}> ${line}`);
+        return 'send';
+    }
+    /** The error for a session that failed: its exit code and stderr, or why it could not start. */
+    failure(command, code, stderr, spawnError) {
+        if (spawnError)
+            return this.translateSpawnError(command, this.argv(command)[0], spawnError);
+        return (code !== 0 ? this.environmentError(command, stderr) : undefined) ?? new CommandFailedError(shellLine(this.argv(command)), code, lastLines(stderr, 8));
+    }
+    /** A failure that is the host's, not the command's: a program missing behind a prefix, libvirt or virtlogd down. */
+    environmentError(command, stderr) {
+        const { program, packages } = TOOLS[command.tool];
+        // Only a prefix's own words (sudo, env) mean "not installed": a bare 127 may be the program's
+        // own exit code (ssh returns the remote command's).
+        if (saysNotFound(stderr, program))
+            return new ToolMissingError(program, packages);
+        if (command.tool !== 'virsh')
+            return undefined;
+        if (VIRTLOGD_DOWN.test(stderr))
+            return new VirtlogdMissingError(this.settings.libvirtUri, lastErrorLine(stderr));
+        if (VIRSH_UNREACHABLE.test(stderr))
+            return new LibvirtUnreachableError(this.settings.libvirtUri, lastErrorLine(stderr));
+        return undefined;
+    }
+    translateSpawnError(command, file, error) {
+        const code = error.code;
+        if (code === 'ENOENT') {
+            const spec = TOOLS[command.tool];
+            const isTool = file === spec.program || file.endsWith(`/${spec.program}`);
+            return new ToolMissingError(file, isTool ? spec.packages : undefined);
+        }
+        const message = error.shortMessage ?? String(error);
+        return new CommandFailedError(shellLine(this.argv(command)), undefined, message);
+    }
+}
+/** How long one batch may take before the session is given up (a guestfish launch under TCG takes 15-30 s). */
+export const SESSION_BATCH_TIMEOUT_MS = 10 * 60 * 1000;
+/** A running program fed batches of commands; see Runner.startSession. */
+export class Session {
+    runner;
+    command;
+    child;
+    timeoutMs;
+    output = Buffer.alloc(0);
+    sent = [];
+    exited = false;
+    counter = 0;
+    /**
+     * Ends each batch's answer. Random per session: the answers hold text the guest controls (file
+     * names on /var), which must never be able to fake the end of a batch.
+     */
+    markerBase = `::ivm-batch-${crypto.randomBytes(12).toString('hex')}`;
+    done;
+    spawnError;
+    constructor(runner, command, child, timeoutMs = SESSION_BATCH_TIMEOUT_MS) {
+        this.runner = runner;
+        this.command = command;
+        this.child = child;
+        this.timeoutMs = timeoutMs;
+        // A program that died early closes its input: the failure is reported from its exit, not as EPIPE.
+        child.stdin?.on('error', () => undefined);
+        child.stdout?.on('data', (chunk) => {
+            this.output = Buffer.concat([this.output, chunk]);
+        });
+        this.done = child.then((result) => {
+            this.exited = true;
+            const outcome = result;
+            if (outcome.failed && outcome.exitCode === undefined && !this.timedOut)
+                this.spawnError = result;
+            return result;
+        }, (error) => {
+            this.exited = true;
+            this.spawnError = error;
+            return { exitCode: undefined };
+        });
+    }
+    timedOut = false;
+    /** Sends a batch and returns what the program printed for it. */
+    async send(lines, options = { mutates: false }) {
+        return (await this.sendRaw(lines, options)).toString('utf8');
+    }
+    /** Sends a batch and returns the bytes the program printed for it (for NUL-separated answers). */
+    async sendRaw(lines, options = { mutates: false }) {
+        if (this.runner.sessionBatch(this.command, lines, options.mutates, this.sent) === 'print')
+            return Buffer.alloc(0);
+        this.sent.push(...lines);
+        const marker = Buffer.from(`${this.markerBase}-${++this.counter}::\n`);
+        this.output = Buffer.alloc(0);
+        this.child.stdin?.write(`${[...lines, `echo ${marker.toString().trimEnd()}`].join('\n')}\n`);
+        const deadline = Date.now() + this.timeoutMs;
+        for (;;) {
+            const at = this.output.indexOf(marker);
+            if (at >= 0) {
+                const answer = this.output.subarray(0, at);
+                this.output = this.output.subarray(at + marker.length);
+                return Buffer.from(answer);
+            }
+            if (this.exited)
+                throw await this.failed();
+            if (Date.now() >= deadline) {
+                this.timedOut = true;
+                this.abort();
+                await this.done;
+                throw new IvmError(`${this.command.tool} did not answer within ${Math.round(this.timeoutMs / 1000)} s; it was stopped (${shellLine(this.runner.argv(this.command))})`, { hint: 'run again with --verbose to see where it stops' });
+            }
+            await Promise.race([new Promise((resolve) => setTimeout(resolve, 20)), this.done]);
+        }
+    }
+    /** Stops the program if it still runs (after an error): the disk it holds is released. */
+    abort() {
+        if (this.exited)
+            return;
+        this.child.stdin?.end();
+        this.child.kill('SIGTERM');
+    }
+    /** Ends the session (closing its input) and checks that the program exited cleanly. */
+    async close() {
+        this.child.stdin?.end();
+        const result = await this.done;
+        if (this.spawnError || result.exitCode !== 0)
+            throw await this.failed();
+    }
+    async failed() {
+        const result = await this.done;
+        const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+        return this.runner.failure(this.command, result.exitCode, stderr, this.spawnError);
+    }
+}
+/** libvirtd's words when it cannot reach virtlogd (checked first: they also match the next pattern). */
+const VIRTLOGD_DOWN = /socket to '[^']*virtlogd-sock'/;
+/** virsh's words when it cannot talk to libvirtd, whatever the verb. */
+const VIRSH_UNREACHABLE = /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|authentication failed/i;
+function lastErrorLine(stderr) {
+    const lines = stderr.trim().split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
+    return lines[lines.length - 1] ?? 'no answer';
+}
+/** sudo and env report a missing program on their first line of stderr. */
+function saysNotFound(stderr, program) {
+    const head = stderr.split('\n').slice(0, 3).join('\n');
+    const name = program.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    return new RegExp(`[‘'"]?${name}[’'"]?: (command not found|No such file or directory)`).test(head);
+}
+export function lastLines(text, n) {
+    return text.trimEnd().split('\n').slice(-n).join('\n');
+}

@@ -1,0 +1,48 @@
+// The external programs ivm runs: which variable overrides each, whether it needs root (SUDO), and
+// which package provides it, for the "command not found" hint.
+const coreutils = { debian: 'coreutils', fedora: 'coreutils', arch: 'coreutils' };
+const e2fsprogs = { debian: 'e2fsprogs', fedora: 'e2fsprogs', arch: 'e2fsprogs' };
+export const TOOLS = {
+    nix: { program: 'nix', variable: 'NIX', root: false, packages: { debian: 'nix-bin', fedora: 'nix', arch: 'nix' } },
+    virsh: {
+        program: 'virsh',
+        variable: 'VIRSH',
+        root: true,
+        packages: { debian: 'libvirt-clients', fedora: 'libvirt-client', arch: 'libvirt' },
+    },
+    'qemu-img': {
+        program: 'qemu-img',
+        variable: 'QEMU_IMG',
+        root: true,
+        packages: { debian: 'qemu-utils', fedora: 'qemu-img', arch: 'qemu-img' },
+    },
+    guestfish: {
+        program: 'guestfish',
+        variable: 'GUESTFISH',
+        root: true,
+        packages: { debian: 'libguestfs-tools', fedora: 'guestfs-tools', arch: 'guestfs-tools' },
+    },
+    cp: { program: 'cp', variable: 'CP', root: true, packages: coreutils },
+    readlink: { program: 'readlink', variable: 'READLINK', root: false, packages: coreutils },
+    mv: { program: 'mv', root: true, packages: coreutils },
+    rm: { program: 'rm', root: true, packages: coreutils },
+    chmod: { program: 'chmod', root: true, packages: coreutils },
+    mkdir: { program: 'mkdir', root: true, packages: coreutils },
+    ln: { program: 'ln', root: true, packages: coreutils },
+    chown: { program: 'chown', root: true, packages: coreutils },
+    /** Writes root-owned files (the AppArmor rule) from standard input. */
+    tee: { program: 'tee', root: true, packages: coreutils },
+    /** What a file in the image folders is, asked on the host itself when HOST_CMD is set. */
+    stat: { program: 'stat', root: true, packages: coreutils },
+    /** A new /var filesystem, built from a staged tree into the user's own raw file: no root needed. */
+    'mkfs.ext4': { program: 'mkfs.ext4', root: false, packages: e2fsprogs },
+    /** Sets owners on that raw file (debugfs -w), without root. */
+    debugfs: { program: 'debugfs', root: false, packages: e2fsprogs },
+    ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
+    apparmor_parser: {
+        program: 'apparmor_parser',
+        variable: 'APPARMOR_PARSER',
+        root: true,
+        packages: { debian: 'apparmor', fedora: 'apparmor-parser', arch: 'apparmor' },
+    },
+};
