@@ -23,7 +23,7 @@
         );
 
       # NixOS modules: nixosModules.<name> imports modules/<name>.nix. (modules/identity-files.nix
-      # is a helper the identity modules import, not a module.) Each output is an attribute set
+      # is a helper the identity modules import, not a module; the profiles are below.) Each output is an attribute set
       # importing the file by path rather than the path itself, which `nix flake check` accepts in
       # every Nix version, while the module system still counts a file imported twice (by
       # nixosModules.default and by another module's `imports`) once.
@@ -41,6 +41,8 @@
         "firewall-identity"
         "users"
         "guest-agent"
+        "network-identity"
+        "secrets"
       ];
       modulePath = name: ./modules + "/${name}.nix";
       modules = builtins.listToAttrs (
@@ -52,10 +54,35 @@
         }) moduleNames
       );
 
+      # Profiles: modules/profiles/<name>.nix, one per entry of modules/profiles/catalogue.json
+      # (the list the CLI reads too). Each declares ivm.profiles.<name>.enable, off by default; a
+      # machine selects a profile by setting it. nixosModules.profiles imports them all (so do
+      # nixosModules.default); ivmProfiles.<name> is one of them, for other flakes.
+      profileCatalogue = (builtins.fromJSON (builtins.readFile ./modules/profiles/catalogue.json)).profiles;
+      profileNames = map (p: p.name) profileCatalogue;
+      profilePath =
+        name:
+        let
+          file = ./modules/profiles + "/${name}.nix";
+        in
+        if builtins.pathExists file then
+          file
+        else
+          throw "modules/profiles/catalogue.json lists the profile ${name}, but modules/profiles/${name}.nix is missing";
+      profiles = builtins.listToAttrs (
+        map (name: {
+          inherit name;
+          value = {
+            imports = [ (profilePath name) ];
+          };
+        }) profileNames
+      );
+
       # Machines: every folder of machines/ holding a meta.nix. meta.nix gives `system` (its other
-      # keys are the CLI's and are ignored here); default.nix selects the modules. Nothing about
-      # the machine (not even its name) goes into its configuration: machines that select the
-      # same modules for the same system have the same image.
+      # keys are the CLI's and are ignored here); default.nix selects the modules and profiles
+      # (ivm.profiles.<name>.enable). Nothing about the machine (not even its name) goes into
+      # its configuration: machines that select the same modules and profiles for the same
+      # system have the same image.
       machinesDir = ./machines;
       machineEntries = builtins.readDir machinesDir;
       machineNames = builtins.filter (
@@ -96,14 +123,35 @@
           ];
         };
 
-      # The CLI: bin/ivm.js runs the TypeScript sources with tsx (a runtime dependency), so there
-      # is no build step. npm dependencies come from package-lock.json through importNpmLock,
+      # The CLI: `npm run build` compiles src/ into dist/ (tsc, a dev dependency), which bin/ivm.js
+      # runs. npm dependencies come from package-lock.json through importNpmLock,
       # which fetches each package with the `integrity` hash the lock file records: no hash is
       # written here. This lock file leaves out the `resolved` URLs, which importNpmLock needs
       # to fetch; they are filled in with the npm registry's tarball URL for the package's name
       # and version (registry.npmjs.org/<name>/-/<basename>-<version>.tgz).
-      packageJson = builtins.fromJSON (builtins.readFile ./package.json);
-      packageLock = builtins.fromJSON (builtins.readFile ./package-lock.json);
+      # The Justfile's `npx just` (bin/just: a local package linked in by a `file:` dev dependency,
+      # with the just binary npm serves) is no part of the CLI: it is left out of the package.json
+      # and the lock the package is built from.
+      sourcePackageJson = builtins.fromJSON (builtins.readFile ./package.json);
+      sourceLock = builtins.fromJSON (builtins.readFile ./package-lock.json);
+      justShim = "ivm-just";
+      justShimKeys =
+        let
+          target = sourceLock.packages."bin/just" or { };
+          deps = builtins.attrNames (target.optionalDependencies or { } // target.dependencies or { });
+        in
+        [
+          "node_modules/${justShim}"
+          "bin/just"
+        ]
+        ++ map (name: "node_modules/${name}") deps;
+      withoutJustShim = p: p // { devDependencies = builtins.removeAttrs (p.devDependencies or { }) [ justShim ]; };
+      packageJson = withoutJustShim sourcePackageJson;
+      packageLock = sourceLock // {
+        packages = builtins.removeAttrs sourceLock.packages justShimKeys // {
+          "" = withoutJustShim sourceLock.packages."";
+        };
+      };
 
       lastOf = list: builtins.elemAt list (builtins.length list - 1);
       lockName =
@@ -142,6 +190,7 @@
             "machines"
             "modules"
             "node_modules"
+            "dist"
             "test"
             "flake.nix"
             "flake.lock"
@@ -166,7 +215,9 @@
             packageLock = completeLock;
           };
           npmConfigHook = pkgs.importNpmLock.npmConfigHook;
-          dontNpmBuild = true;
+          # The build phase runs `npm run build`; packing (which lists the files to install, from
+          # package.json's `files`) must not run the prepare script (the build) again.
+          npmPackFlags = [ "--ignore-scripts" ];
           meta = {
             description = packageJson.description;
             mainProgram = "ivm";
@@ -177,10 +228,24 @@
     in
     {
       nixosModules = modules // {
+        profiles = {
+          imports = map profilePath profileNames;
+        };
         default = {
-          imports = map modulePath moduleNames;
+          imports = map modulePath moduleNames ++ map profilePath profileNames;
         };
       };
+
+      # One module per profile (imported by nixosModules.profiles and .default already).
+      ivmProfiles = profiles;
+
+      # { <profile> = "<one-line description>"; }, from modules/profiles/catalogue.json.
+      ivmProfileCatalogue = builtins.listToAttrs (
+        map (p: {
+          inherit (p) name;
+          value = p.description;
+        }) profileCatalogue
+      );
 
       nixosConfigurations = builtins.listToAttrs (
         map (name: {

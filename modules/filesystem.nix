@@ -8,7 +8,7 @@
 #   /boot  the ESP (vfat, label "ESP"), read-only, nofail.
 #   /var   the whole-disk ext4 (no partition table) labelled `varLabel` from identity-files.json
 #          ("ivm-var"), written by `ivm create`; mounted in the initrd (needed for boot), grown to
-#          fill its disk when the disk was enlarged.
+#          fill its disk when the disk was enlarged (one mechanism: autoResize, see the last point).
 #   /home, /root  bind mounts of /var/home and /var/root.
 #   /tmp   tmpfs.
 #
@@ -38,9 +38,19 @@
 #   are not in the image and these rules fail at each boot on the read-only root. Off by default
 #   here: the rules become `r` (remove if present), a no-op. The stub only printed a friendlier
 #   error for foreign binaries.
-# - systemd-growfs (lib/systemd/systemd-growfs in the systemd package) grows a mounted ext4.
-#   Whether the pinned initrd ships it for x-systemd.growfs was not certain from the sources
-#   (recent nixpkgs leaves it out of stage 1), so /var is also grown in stage 2 by a unit of ours.
+# - Growing /var: ONE mechanism, `autoResize` (NixOS's own). filesystems.nix turns it into the
+#   fstab option "x-systemd.growfs", in /etc/fstab and in the initrd's fstab alike. In the real
+#   root, systemd-fstab-generator hooks systemd-growfs@var.service (the template is among the
+#   upstream units of nixos/modules/system/boot/systemd.nix: "systemd-growfs@.service",
+#   "systemd-growfs-root.service") to var.mount; /var is already mounted at switch-root, and the
+#   unit runs when local-fs.target pulls var.mount in, growing the mounted ext4 online. The
+#   initrd.nix read (a 24.x version; the pinned one is not in the index) ships neither
+#   systemd-growfs nor its template, so the initrd's generated want names a unit that is not
+#   found, which is ignored; older versions shipped both when a needed-for-boot file system had
+#   autoResize, and then the initrd grows /var and the stage-2 unit finds nothing to do. Either
+#   way it is one option and one tool. The separate ivm-var-growfs.service of earlier versions
+#   ran systemd-growfs once more after that and always found nothing to do: removed.
+#   On a booted VM: `systemctl status systemd-growfs@var.service` (docs/flake.md).
 {
   config,
   lib,
@@ -87,8 +97,10 @@ in
       default = true;
       description = ''
         Grow the /var filesystem to the size of its disk at boot, so that enlarging a VM's /var
-        disk (`qemu-img resize`) is all it takes to give it more room. Sets `autoResize` on /var
-        and runs {command}`systemd-growfs /var` once /var is mounted.
+        disk (`qemu-img resize`) is all it takes to give it more room. Sets `autoResize` on /var:
+        systemd-growfs@var.service (made by systemd-fstab-generator from the x-systemd.growfs
+        mount option) grows the mounted ext4 at every boot, which costs nothing when there is no
+        new space.
       '';
     };
 
@@ -163,17 +175,6 @@ in
       script = lib.concatMapStrings (d: ''
         [ -d ${lib.escapeShellArg d.guestPath} ] || install -d -m ${d.mode} ${lib.escapeShellArg d.guestPath}
       '') ids.varDirs;
-    };
-
-    systemd.services.ivm-var-growfs = lib.mkIf cfg.growVar {
-      description = "Grow /var to the size of its disk";
-      wantedBy = [ "multi-user.target" ];
-      unitConfig.RequiresMountsFor = [ "/var" ];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        ExecStart = "${config.systemd.package}/lib/systemd/systemd-growfs /var";
-      };
     };
 
     # The image build creates /bin/sh and /usr/bin/env (activation inside the build VM); at boot

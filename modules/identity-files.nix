@@ -47,7 +47,35 @@ let
     # users.nix: sshd reads these at login time.
     adminAuthorizedKeys = file "admin_authorized_keys";
     userAuthorizedKeys = file "user_authorized_keys";
+    # network-identity.nix: a static address, turned into a systemd-networkd unit at boot.
+    staticNetwork = file "network.conf";
+    # profiles/ca-trust.nix: merged with the image's CA bundle at boot.
+    caCerts = file "ca-certs.pem";
+    # profiles/console-login.nix: admin's password hash, read by userborn at boot.
+    adminPasswordHash = file "admin_password_hash";
   };
+
+  # A folder of the /var filesystem (a path under varIdentityDir) as the guest sees it.
+  guestPathOf =
+    path:
+    let
+      prefix = data.varIdentityDir;
+      n = builtins.stringLength prefix;
+    in
+    if builtins.substring 0 n path == prefix then
+      data.guestIdentityDir + builtins.substring n (builtins.stringLength path - n) path
+    else
+      throw "identity-files.json: ${path} is not under varIdentityDir (${prefix})";
+
+  # secrets.nix: the free-form per-VM secrets, one file per secret.
+  secretsDir =
+    let
+      entry = data.secretsDir or (throw "identity-files.json has no secretsDir");
+    in
+    {
+      inherit (entry) path mode fileMode;
+      guestPath = guestPathOf entry.path;
+    };
 in
 {
   inherit data roles;
@@ -60,6 +88,9 @@ in
   varDirs = map (d: d // { guestPath = "/var${d.path}"; }) data.varDirs;
   # Every identity file, with guest path (for the boot-time check in identity.nix).
   files = map (f: file f.name) data.files;
+  # The secrets folder: path on the /var filesystem, guestPath (/var/identity/secrets), the
+  # folder's mode and its files' mode.
+  inherit secretsDir;
 
   # What the modules use, as plain data, for the tests: role -> { name, mode, kind, path }.
   used = builtins.mapAttrs (_: f: {

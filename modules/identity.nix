@@ -8,6 +8,13 @@
 # after switch-root), so it never makes a transient machine-id and the static hostname is the
 # VM's. networking.hostName is empty, so NixOS writes no hostname anywhere in the image.
 #
+# networking.hostName is set with lib.mkOverride 900: above the option's default ("nixos") and
+# any mkDefault (1000) elsewhere, below a plain definition (100). A machine's default.nix that
+# sets a hostname therefore wins the merge, and the assertion below fails with a message saying
+# where the hostname comes from, instead of the bare "conflicting definition values" error a
+# second plain definition would give. journald.nix decides from the same binding whether the
+# journal is persistent.
+#
 # The files are "generated" ones: `ivm create` always writes them. The binds are nofail (with an
 # explicit Before=initrd-fs.target, which nofail would otherwise drop) so that a /var without
 # them still boots, with a transient machine-id and no hostname, and ivm-identity-check.service
@@ -21,7 +28,10 @@
 # machine_id_setup, runs again);
 # nixos/modules/system/boot/systemd/initrd.nix (the initrd's own /etc/hostname is
 # networking.hostName, empty here); nixos/modules/tasks/network-interfaces.nix (/etc/hostname is
-# only written when networking.hostName is not empty).
+# only written when networking.hostName is not empty; the option's type accepts ""); lib/modules.nix
+# (mkOverride: the definitions of the lowest priority number win, mkDefault is 1000, a plain
+# definition 100, an option default 1500); nixos/modules/misc/assertions.nix (assertions, shown
+# with their message when evaluation fails).
 {
   config,
   lib,
@@ -31,6 +41,7 @@
 let
   ids = import ./identity-files.nix;
   inherit (ids.roles) machineId hostname;
+  secrets = ids.secretsDir;
   cfg = config.ivm.identity;
 
   # An initrd bind mount of an identity file over its /etc placeholder.
@@ -59,14 +70,28 @@ in
       description = ''
         Check the identity files in ${ids.dir} at every boot (ivm-identity-check.service): a
         missing file that `ivm create` always writes fails the unit, a file whose mode differs
-        from identity-files.json is logged as a warning.
+        from identity-files.json (including the secrets folder and its files) is logged as a
+        warning.
       '';
     };
   };
 
   config = {
     # The hostname comes from the VM's identity only; a name here would be baked into the image.
-    networking.hostName = "";
+    networking.hostName = lib.mkOverride 900 "";
+
+    assertions = [
+      {
+        assertion = config.networking.hostName == "";
+        message = ''
+          ivm: networking.hostName is set to "${config.networking.hostName}", but an ivm image carries
+          no hostname: every VM gets its hostname at boot from ${hostname.path} (bound over
+          /etc/hostname), which `ivm identity NAME` writes into machines/NAME/hostname and
+          `ivm create` copies onto the VM's /var disk. The machine's name is its hostname: remove
+          networking.hostName from the machine's configuration (machines/NAME/default.nix).
+        '';
+      }
+    ];
 
     # /etc/machine-id and /etc/hostname are systemd's paths (machine-id(5), hostname(5)).
     environment.etc."machine-id" = {
@@ -109,6 +134,12 @@ in
           f:
           "check ${lib.escapeShellArg f.path} ${lib.escapeShellArg f.mode} ${lib.escapeShellArg f.kind}\n"
         ) ids.files}
+        if [ -d ${lib.escapeShellArg secrets.guestPath} ]; then
+          check ${lib.escapeShellArg secrets.guestPath} ${secrets.mode} optional
+          for f in ${lib.escapeShellArg secrets.guestPath}/*; do
+            if [ -e "$f" ]; then check "$f" ${secrets.fileMode} optional; fi
+          done
+        fi
         exit "$status"
       '';
     };

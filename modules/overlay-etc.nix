@@ -36,8 +36,19 @@
 #    identity.nix systemd mounts a transient id over the empty file. systemd-machine-id-commit
 #    keeps its upstream ConditionPathIsReadWrite=/etc and is skipped.
 #
-# 6. systemd-update-done.service stamps /etc/.updated and /var/.updated after an update of /usr;
-#    it cannot write the /etc stamp here, and NixOS updates nothing through those stamps: masked.
+# 6. systemd-update-done.service stamps /etc/.updated and /var/.updated with the mtime of /usr;
+#    units with ConditionNeedsUpdate= run until the stamp is there, among them
+#    systemd-journal-catalog-update.service (ConditionNeedsUpdate=/var, rebuilds
+#    /var/lib/systemd/catalog/database; journald.nix lists it among NixOS's upstream units).
+#    Earlier versions masked systemd-update-done because it "cannot write the /etc stamp": then
+#    /var/.updated never appeared and the catalog was rebuilt at every boot. It is NOT masked:
+#    systemd's src/update-done/update-done.c treats EROFS as "file system is read-only", logged at
+#    debug level, and goes on with /var (every version read, from the 2014 apply_timestamp() to
+#    today's save_timestamp(): `if (r == -EROFS) log_debug...; else if (r < 0) return error`), and
+#    src/shared/condition.c makes ConditionNeedsUpdate= false for a read-only directory
+#    ("If the file system is read-only we shouldn't suggest an update"), so nothing waits for the
+#    /etc stamp. The catalog is rebuilt on the first boot and again only when a new image has a
+#    newer /usr.
 #
 # 7. The image build (image.nix) installs the boot loader with nixos-enter in a build VM, and
 #    nixos-enter first runs the activation script (with IN_NIXOS_ENTER=1). Since
@@ -74,7 +85,7 @@
       mode = "0444";
     };
 
-    systemd.services.systemd-update-done.enable = false;
+    # Point 6: systemd-update-done.service stays enabled (it stamps /var/.updated).
 
     # Point 7: no /etc overlay inside nixos-enter (the image build's boot loader installation).
     system.activationScripts.etc = lib.mkForce (

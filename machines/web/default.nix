@@ -1,7 +1,10 @@
-# Machine "web": the same module selection as "default", hence the same base image. What makes it
-# "web" is per-VM and lives next to this file: tcp_ports opens port 80 (firewall-identity.nix).
-# Adding a web server here (say services.nginx) would make its image differ from "default".
+# Machine "web": every ivm module, as "default", plus the `web` profile (modules/profiles/web.nix):
+# nginx serving /var/www on port 80, the folder and a default index.html made on the VM's /var
+# disk at boot (pages you put there survive upgrades), port 80 opened in the image's firewall.
+# The profile makes its image differ from "default"'s. What is per-VM (name, keys, extra ports
+# such as tcp_ports) lives next to this file as identity files, not here.
 { ivmModules, ... }:
 {
   imports = [ ivmModules.default ];
+  ivm.profiles.web.enable = true;
 }

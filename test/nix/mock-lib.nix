@@ -1,9 +1,15 @@
 # Test stand-in for nixpkgs' `lib`, with only what ivm's modules use. Option declarations and the
 # mk* properties become plain data that eval-modules.nix can read back.
+#
+# Every function here behaves as its nixpkgs namesake for the arguments the modules pass (a
+# type's `check` accepts exactly the values the real type accepts, the list and string helpers
+# give the same results): a stand-in that accepted anything would prove nothing. A module that
+# uses a lib function or type missing here fails to evaluate, which is the point: add it here,
+# with the real semantics, after reading it in nixpkgs' lib/.
 rec {
   mkOption = attrs: { _type = "option"; } // attrs;
 
-  types = {
+  types = rec {
     bool = {
       name = "bool";
       check = builtins.isBool;
@@ -23,6 +29,39 @@ rec {
     strMatching = pattern: {
       name = "strMatching ${pattern}";
       check = s: builtins.isString s && builtins.match pattern s != null;
+    };
+    # lib/types.nix: anything string-like (a string, a path, a derivation) whose string starts
+    # with "/".
+    path = {
+      name = "path";
+      check =
+        x:
+        (builtins.isPath x || builtins.isString x || (builtins.isAttrs x && x ? outPath))
+        && builtins.substring 0 1 (toString x) == "/";
+    };
+    # lib/types.nix `package`: a derivation (here: the stand-in packages, attribute sets with an
+    # outPath) or a store path.
+    package = {
+      name = "package";
+      check = x: (builtins.isAttrs x && x ? outPath) || (builtins.isString x && builtins.substring 0 11 x == "/nix/store/");
+    };
+    listOf = elemType: {
+      name = "listOf ${elemType.name}";
+      check = v: builtins.isList v && builtins.all elemType.check v;
+    };
+    attrsOf = elemType: {
+      name = "attrsOf ${elemType.name}";
+      check = v: builtins.isAttrs v && builtins.all elemType.check (builtins.attrValues v);
+    };
+    nullOr = elemType: {
+      name = "nullOr ${elemType.name}";
+      check = v: v == null || elemType.check v;
+    };
+    ints = {
+      between = lowest: highest: {
+        name = "intBetween ${toString lowest} ${toString highest}";
+        check = v: builtins.isInt v && v >= lowest && v <= highest;
+      };
     };
   };
 
@@ -46,7 +85,21 @@ rec {
     inherit content;
   };
 
+  # lib/lists.nix and lib/trivial.nix
+  optional = cond: elem: if cond then [ elem ] else [ ];
+  optionals = cond: elems: if cond then elems else [ ];
+  imap0 = f: list: builtins.genList (n: f n (builtins.elemAt list n)) (builtins.length list);
+
+  # lib/strings.nix
+  optionalString = cond: string: if cond then string else "";
+  concatStrings = builtins.concatStringsSep "";
+  concatStringsSep = builtins.concatStringsSep;
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+  concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
+
+  # lib/attrsets.nix
+  mapAttrs = builtins.mapAttrs;
+  mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (builtins.attrNames attrs);
 
   # As nixpkgs (lib/strings-with-deps.nix): an activation snippet with its dependencies.
   stringAfter = deps: text: { inherit deps text; };
@@ -61,4 +114,5 @@ rec {
       "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] string}'"
     else
       string;
+  escapeShellArgs = list: builtins.concatStringsSep " " (map escapeShellArg list);
 }

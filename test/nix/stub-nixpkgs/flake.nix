@@ -102,6 +102,8 @@
           hostPlatforms = map (m: m.nixpkgs.hostPlatform) (builtins.filter (m: m ? nixpkgs.hostPlatform) attrsets);
           otherModules = builtins.length (builtins.filter (m: !(builtins.isPath m) && !(m ? nixpkgs.hostPlatform)) modules);
           selections = map (m: (callModule m).imports or [ ]) paths;
+          # What each machine module sets besides its imports (e.g. ivm.profiles.<name>.enable).
+          settings = map (m: builtins.removeAttrs (callModule m) [ "imports" ]) paths;
           config.system.build.ivmImage = stubPackage "ivm-image";
         };
     in
