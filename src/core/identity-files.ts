@@ -17,3 +17,11 @@ export const VAR_LABEL: string = data.varLabel;
 export const VAR_IDENTITY_DIR: string = data.varIdentityDir;
 export const VAR_DIRS: readonly { path: string; mode: string }[] = data.varDirs;
 export const KNOWN_HOSTS_FILE = 'known_hosts';
+/**
+ * Free-form per-VM secrets: machines/NAME/secrets/* (git-ignored) are copied into this folder of the
+ * /var filesystem (the guest's /var/identity/secrets), each file at fileMode; modules/secrets.nix
+ * hands them to services as systemd credentials.
+ */
+export const SECRETS_DIR: { path: string; mode: string; fileMode: string } = data.secretsDir;
+/** The folder of machines/NAME/ the secrets are read from; also their prefix among identity sources. */
+export const SECRETS_FOLDER = 'secrets';

@@ -5,10 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError, RefusedError } from '../errors.ts';
 import type { Context } from './context.ts';
-import { IDENTITY_FILES, KNOWN_HOSTS_FILE } from './identity-files.ts';
+import { IDENTITY_FILES, KNOWN_HOSTS_FILE, SECRETS_DIR, SECRETS_FOLDER } from './identity-files.ts';
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
 import { octalMode } from './file-mode.ts';
-import { createFileExclusive, makePrivateFolder, readRegularFile, readRegularText, regularFileExists } from './safe-files.ts';
+import { createFileExclusive, folderExists, makePrivateFolder, readRegularFile, readRegularText, regularFileExists } from './safe-files.ts';
 
 const KEY = 'ssh_host_ed25519_key';
 const PUB = `${KEY}.pub`;
@@ -110,7 +110,31 @@ export function identitySources(dir: string, pending: string[] = []): IdentitySo
     else if (pending.includes(file.name)) sources.push({ name: file.name, local, mode: file.mode, content: undefined });
     else if (file.kind === 'generated') throw new BadInputError(`${local} is missing`, `run: ivm identity ${path.basename(dir)}`);
   }
-  return sources;
+  return [...sources, ...secretSources(dir)];
+}
+
+/** A secret's name: a file name a systemd credential can carry (no dot first, no slash or colon). */
+const SECRET_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$/;
+
+/**
+ * The files of machines/NAME/secrets/ (git-ignored), as sources named `secrets/FILE` at the secrets'
+ * mode (0600): copied to /var/identity/secrets/ by create and every upgrade, like the other
+ * identity files. The folder and each file are checked as every project file is (no link, no odd
+ * file); a name a credential cannot carry is refused.
+ */
+export function secretSources(dir: string): IdentitySource[] {
+  const folder = path.join(dir, SECRETS_FOLDER);
+  if (!folderExists(folder)) return [];
+  return fs
+    .readdirSync(folder)
+    .sort()
+    .map((name) => {
+      const local = path.join(folder, name);
+      if (!SECRET_NAME.test(name)) {
+        throw new BadInputError(`${local}: a secret's name is letters, digits and _.+- (not first: a dot), at most 255 characters`, 'rename it (it becomes a systemd credential name)');
+      }
+      return { name: `${SECRETS_FOLDER}/${name}`, local, mode: SECRETS_DIR.fileMode, content: readRegularFile(local) };
+    });
 }
 
 /** Identity sources copied into a private folder, for the privileged tools; remove() when done. */
@@ -131,6 +155,7 @@ export function stageSources(sources: IdentitySource[], parent: string, dryRun: 
     const staged = sources.map((source) => {
       if (source.content === undefined) throw new Error(`internal: ${source.name} has no content to stage`);
       const local = path.join(folder.dir, source.name);
+      fs.mkdirSync(path.dirname(local), { recursive: true, mode: 0o700 });
       fs.writeFileSync(local, source.content, { mode: 0o600, flag: 'wx' });
       return { ...source, local };
     });

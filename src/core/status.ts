@@ -4,7 +4,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hostFileExists } from './vm-files.ts';
 import { imageInfo } from '../host/qemu-img.ts';
-import { domainState } from '../host/virsh.ts';
 import { readBuildRecord } from './base-image.ts';
 import { backingOf } from './boot-overlay.ts';
 import type { Context } from './context.ts';
@@ -12,6 +11,7 @@ import { identitySources } from './identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity } from './identity-sync.ts';
 import { machineDir } from './machine.ts';
 import { vmPaths } from './vm-paths.ts';
+import { ownVm } from './running.ts';
 
 export interface DiskStatus {
   path: string;
@@ -39,7 +39,9 @@ async function disk(ctx: Context, file: string): Promise<DiskStatus | undefined>
 export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   const dir = machineDir(ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
-  const state = (await domainState(ctx.runner, name)) ?? 'undefined';
+  // Only this project's domain (its uuid): another of the same name is never reported as this VM.
+  const info = await ownVm(ctx, name);
+  const state = info === undefined ? 'undefined' : info.managedSave ? `${info.state} (with a saved memory image)` : info.state;
   const current = await backingOf(ctx.runner, paths.boot);
   const previous = await backingOf(ctx.runner, paths.bootPrevious);
   const record = readBuildRecord(ctx.project, name);

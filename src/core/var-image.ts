@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from '../host/runner.ts';
-import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from './identity-files.ts';
+import { SECRETS_DIR, SECRETS_FOLDER, VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from './identity-files.ts';
 import type { IdentitySource } from './identity.ts';
 import { makePrivateFolder } from './safe-files.ts';
 
@@ -26,9 +26,15 @@ export interface VarStage {
   remove: () => void;
 }
 
+/** The folders the /var filesystem starts with (the secrets folder only when there are secrets). */
+export function varFolders(sources: IdentitySource[]): { path: string; mode: string }[] {
+  const secrets = sources.some((source) => source.name.startsWith(`${SECRETS_FOLDER}/`));
+  return [...VAR_DIRS, ...(secrets ? [{ path: SECRETS_DIR.path, mode: SECRETS_DIR.mode }] : [])];
+}
+
 /** The paths the /var filesystem starts with: its folders, then the identity files. */
 export function varPaths(sources: IdentitySource[]): string[] {
-  return [...VAR_DIRS.map((dir) => dir.path), ...sources.map((source) => `${VAR_IDENTITY_DIR}/${source.name}`)];
+  return [...varFolders(sources).map((dir) => dir.path), ...sources.map((source) => `${VAR_IDENTITY_DIR}/${source.name}`)];
 }
 
 /**
@@ -46,7 +52,7 @@ export function stageVarTree(parent: string, sources: IdentitySource[], dryRun: 
     const tree = path.join(folder.dir, 'tree');
     fs.mkdirSync(tree, { mode: 0o755 });
     fs.chmodSync(tree, 0o755);
-    for (const dir of VAR_DIRS) {
+    for (const dir of varFolders(sources)) {
       const at = path.join(tree, dir.path);
       fs.mkdirSync(at, { recursive: true });
       fs.chmodSync(at, Number.parseInt(dir.mode, 8));
