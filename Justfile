@@ -75,6 +75,26 @@ destroy-vm name *flags:
 list *flags:
     {{ ivm }} list "$@"
 
+# Move a VM to its newly built base, keeping /var (flags: --no-build, --restart, --timeout SECONDS)
+upgrade-vm name *flags:
+    {{ ivm }} upgrade "$@"
+
+# Put a VM's boot overlay back onto its previous base (flags: --restart, --timeout SECONDS)
+rollback-vm name *flags:
+    {{ ivm }} rollback "$@"
+
+# Start a VM afresh: new boot overlay AND new /var disk, all /var data lost (flags: --yes, --no-build, --start)
+recreate-vm name *flags:
+    {{ ivm }} recreate "$@"
+
+# A VM's state, bases, disks and identity sync (flag: --json)
+status name *flags:
+    {{ ivm }} status "$@"
+
+# Delete the base images nothing uses (flag: --dry-run lists them)
+gc *flags:
+    {{ ivm }} gc "$@"
+
 # Check the host contract and print the plan of what is missing (flag: --apply does it)
 host-setup *flags:
     {{ ivm }} host setup "$@"
@@ -86,6 +106,22 @@ doctor *flags:
 # libvirt networks: net create NAME --kind nat --cidr 192.168.100.0/24 | net list | net destroy NAME
 net *args:
     {{ ivm }} net "$@"
+
+# Define, start and autostart a libvirt network (flags: --kind nat|isolated|bridge, --cidr CIDR, --bridge BR)
+net-create name *flags:
+    {{ ivm }} net create "$@"
+
+# Every libvirt network with its kind, CIDR, DHCP range and state (flag: --json)
+net-list *flags:
+    {{ ivm }} net list "$@"
+
+# Stop and undefine a libvirt network (flag: --force, even with VMs attached)
+net-destroy name *flags:
+    {{ ivm }} net destroy "$@"
+
+# Make the DHCP reservation of a machine's ipAddress (meta.nix) on its network
+net-reserve machine *flags:
+    {{ ivm }} net reserve "$@"
 
 # A VM's IPv4 address (flag: --wait SECONDS)
 ip name *flags:
@@ -102,3 +138,7 @@ ssh-admin name *command:
 # Wait until a VM answers on SSH with its pinned host key (flag: --timeout SECONDS)
 wait name *flags:
     {{ ivm }} wait "$@"
+
+# Print the shell completion script: just completion bash|zsh|fish (README.md, "Shell completion")
+completion shell:
+    {{ ivm }} completion "$@"

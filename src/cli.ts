@@ -15,10 +15,13 @@ import { registerHost } from './commands/host.ts';
 import { registerDoctor } from './commands/doctor.ts';
 import { registerNet } from './commands/net.ts';
 import { registerAddress } from './commands/address.ts';
+import { registerCompletion } from './commands/completion.ts';
+import { registerNew } from './commands/new.ts';
+import { registerProfiles } from './commands/profiles.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import type { Context } from './core/context.ts';
 import { findProject } from './core/project.ts';
-import { runnerOf } from './commands/runner-of.ts';
+import { loadRunnerOf, runnerOf } from './commands/lazy-runner.ts';
 
 
 /** Builds the context of a command from the global options (read lazily, after parsing). */
@@ -49,15 +52,17 @@ export function buildProgram(): Command {
     .description('Immutable NixOS virtual machines on libvirt: one read-only base image, per-VM identity and /var.')
     .option('-n, --dry-run', 'print the commands that would change anything, run none of them (queries still run)')
     .option('-v, --verbose', 'echo every command to stderr')
+    .option('-q, --quiet', 'show no progress (the steps on stderr, and nix build\'s log); errors still print')
     .version(packageJson.version, '-V, --version', 'print the version of ivm')
     .showHelpAfterError('(ivm --help lists the commands; ivm COMMAND --help tells one)')
     .exitOverride()
+    .hook('preAction', loadRunnerOf)
     .addHelpText('after', ENVIRONMENT_HELP);
   const makeContext: ContextFactory = () => {
     const runner = runnerOf(program);
     return { project: findProject(), settings: runner.settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress]) {
+  for (const register of [registerNew, registerProfiles, registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress, registerCompletion]) {
     register(program, makeContext);
   }
   return program;

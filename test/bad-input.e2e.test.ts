@@ -48,6 +48,9 @@ describe('bad input gets a clear error and exit code', () => {
     ['a bad virtType', '{ system = "x86_64-linux"; virtType = "xen"; }', /`virtType` must be "kvm" or "qemu"/],
     ['network and bridge', '{ system = "x86_64-linux"; network = "default"; bridge = "br0"; }', /set `network` or `bridge`, not both/],
     ['a bad varSize', '{ system = "x86_64-linux"; varSize = "20 GB"; }', /`varSize` must be a size like "20G"/],
+    ['a bridge gateway outside the address\'s prefix', '{ system = "x86_64-linux"; bridge = "br0"; ipAddress = "192.168.1.50/24"; gateway = "10.0.0.1"; }', /`gateway` 10\.0\.0\.1 is outside 192\.168\.1\.0\/24, the prefix of `ipAddress` 192\.168\.1\.50\/24/],
+    ['a bridge address without its prefix', '{ system = "x86_64-linux"; bridge = "br0"; ipAddress = "192.168.1.50"; }', /with `bridge`, `ipAddress` is the VM's static address with its prefix/],
+    ['a gateway on a libvirt network', '{ system = "x86_64-linux"; network = "default"; gateway = "192.168.122.1"; }', /`gateway` is for a static address on a `bridge`/],
   ])('rejects a meta.nix with %s, naming the file', async (_what, meta, message) => {
     project.addMachine('broken', meta);
     const result = await project.ivm(['create', 'broken']);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderDomainXml } from '../src/core/domain-xml.ts';
 import { domainUuid, macAddress, planIdentity, writeIdentity } from '../src/core/identity.ts';
-import { sizeInBytes, validateMeta, type Machine } from '../src/core/machine.ts';
+import { networkConf, sizeInBytes, validateMeta, type Machine } from '../src/core/machine.ts';
 import { MACHINE_NAME, validateMachineName } from '../src/core/names.ts';
 import { formatPrivateKey, generateKeyPair, parsePrivateKey } from '../src/core/openssh-key.ts';
 import { projectAt } from '../src/core/project.ts';
@@ -15,6 +15,7 @@ import { initVarScript } from './support/var-disk.ts';
 import { vmPaths } from '../src/core/vm-paths.ts';
 import { BadInputError } from '../src/errors.ts';
 import { readSettings } from '../src/host/settings.ts';
+import { createProgress, formatElapsed, type ProgressOptions } from '../src/core/progress.ts';
 
 describe('meta.nix validation', () => {
   it('fills the defaults', () => {
@@ -166,5 +167,102 @@ describe('the /var guestfish script', () => {
     expect(script.slice(0, 4)).toEqual(['add-drive "/vm/a b.qcow2" format:qcow2', 'run', 'mkfs ext4 /dev/sda label:ivm-var', 'mount /dev/sda /']);
     expect(script).toContain('upload "/m/\\"x\\"/machine-id" /identity/machine-id');
     expect(script).toContain('chmod 0444 /identity/machine-id');
+  });
+});
+
+describe('the progress reporter (src/core/progress.ts)', () => {
+  /** A reporter writing into a string; momentMs and intervalMs short, so that a step of ~100 ms is "long". */
+  const reporter = (options: Partial<ProgressOptions> = {}) => {
+    let written = '';
+    const progress = createProgress({ quiet: false, tty: false, write: (text) => (written += text), momentMs: 30, intervalMs: 10, ...options });
+    return { progress, written: () => written };
+  };
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  /** Every control character but newline and tab. */
+  const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
+
+  it('without a terminal: one plain line per step as it starts, and no control characters at all', async () => {
+    const { progress, written } = reporter({ tty: false });
+    progress.plan('create web', 2);
+    expect(await progress.step('make the VM folder', async () => 'made', { index: 1, total: 2 })).toBe('made');
+    await progress.step('define the domain', async () => {
+      await pause(100);
+      // A command's log with its own escapes and carriage returns, and a title with a control byte.
+      progress.commandOutput('\x1b[31;1merror:\x1b[0m copying\rdone');
+      progress.line('+ virsh define x.xml');
+    }, { index: 2, total: 2 });
+    await progress.step('wait for \x07web', async () => undefined);
+    expect(written()).toBe(
+      'create web: 2 steps\n[1/2] make the VM folder\n[2/2] define the domain\nerror: copyingdone\n+ virsh define x.xml\nwait for web\n',
+    );
+    expect(written()).not.toMatch(CONTROL);
+  });
+
+  it('on a terminal: the step is redrawn in place with a spinner and its time once it takes a moment, then cleared to its final line', async () => {
+    const { progress, written } = reporter({ tty: true });
+    await progress.step('copy the image', () => pause(150), { index: 2, total: 4 });
+    const out = written();
+    expect(out.startsWith('[2/4] copy the image\r\x1b[K[2/4] copy the image ')).toBe(true);
+    expect(out).toMatch(/\r\x1b\[K\[2\/4\] copy the image [|\/\\-] 0\.\ds\r\x1b\[K/);
+    expect(out).toMatch(/\r\x1b\[K\[2\/4\] copy the image \(0\.\ds\)\n$/);
+    // A quick step: drawn, then its final line, no time and no spinner.
+    const quick = reporter({ tty: true, momentMs: 10_000 });
+    await quick.progress.step('mode 0600', async () => undefined, { index: 3, total: 4 });
+    expect(quick.written()).toBe('[3/4] mode 0600\r\x1b[K[3/4] mode 0600\n');
+  });
+
+  it('on a terminal: other output goes above the step line, which is drawn again below it; a failed step says so', async () => {
+    const { progress, written } = reporter({ tty: true, momentMs: 10_000 });
+    const failure = progress.step('build (nix build)', async () => {
+      progress.commandOutput("building '/nix/store/x.drv'...");
+      throw new Error('boom');
+    });
+    await expect(failure).rejects.toThrow('boom');
+    expect(written()).toBe("build (nix build)\r\x1b[Kbuilding '/nix/store/x.drv'...\nbuild (nix build)\r\x1b[Kbuild (nix build) failed\n");
+  });
+
+  it('keeps the redrawn line within the terminal width', async () => {
+    const { progress, written } = reporter({ tty: true, momentMs: 10_000, columns: () => 12 });
+    await progress.step('a rather long title', async () => undefined);
+    expect(written().split('\r\x1b[K')[0]).toBe('a rather l…');
+  });
+
+  it('--quiet: nothing at all, but the work runs and an echoed command (--verbose) still prints', async () => {
+    for (const tty of [false, true]) {
+      const { progress, written } = reporter({ quiet: true, tty });
+      progress.plan('create web', 1);
+      expect(await progress.step('slow', async () => (await pause(80), 7), { index: 1, total: 1 })).toBe(7);
+      progress.commandOutput('building...');
+      expect(written()).toBe('');
+      progress.line('+ virsh list');
+      expect(written()).toBe('+ virsh list\n');
+    }
+  });
+
+  it('formats elapsed times', () => {
+    expect([400, 3_449, 12_300, 125_000].map(formatElapsed)).toEqual(['0.4s', '3.4s', '12s', '2m05s']);
+  });
+});
+
+describe('a static address on a bridge (meta.nix)', () => {
+  const meta = (extra: Record<string, unknown>) => validateMeta('m.nix', { system: 'x86_64-linux', bridge: 'br0', ...extra });
+  it('takes ADDRESS/PREFIX, a gateway inside the prefix and DNS servers, and renders network.conf', () => {
+    const m = meta({ ipAddress: '10.1.2.3/16', gateway: '10.1.0.1', dns: ['10.1.0.1'] });
+    expect(m.staticNetwork).toEqual({ address: '10.1.2.3', prefix: 16, gateway: '10.1.0.1', dns: ['10.1.0.1'] });
+    expect(m.ipAddress).toBeUndefined();
+    expect(networkConf(m.staticNetwork!)).toBe('# written by ivm from meta.nix (ipAddress, gateway, dns)\nADDRESS=10.1.2.3/16\nGATEWAY=10.1.0.1\nDNS=10.1.0.1\n');
+    expect(networkConf(meta({ ipAddress: '10.1.2.3/16' }).staticNetwork!)).toBe('# written by ivm from meta.nix (ipAddress, gateway, dns)\nADDRESS=10.1.2.3/16\n');
+  });
+  it.each([
+    [{ ipAddress: '10.1.2.3' }, /with `bridge`, `ipAddress` is the VM's static address with its prefix/],
+    [{ ipAddress: '10.1.2.3/33' }, /with `bridge`, `ipAddress`/],
+    [{ ipAddress: '10.1.0.0/16' }, /is the network's own address/],
+    [{ ipAddress: '10.1.255.255/16' }, /is the network's broadcast address/],
+    [{ ipAddress: '10.1.2.3/24', gateway: '10.1.3.1' }, /`gateway` 10\.1\.3\.1 is outside 10\.1\.2\.0\/24/],
+    [{ ipAddress: '10.1.2.3/24', gateway: '10.1.2.3' }, /`gateway` is the VM's own address/],
+    [{ ipAddress: '10.1.2.3/24', dns: '10.1.2.1' }, /`dns` must be a list of IPv4 addresses/],
+    [{ gateway: '10.1.2.1' }, /`gateway` and `dns` go with a static `ipAddress/],
+  ])('refuses %j', (extra, message) => {
+    expect(() => meta(extra)).toThrow(message);
   });
 });

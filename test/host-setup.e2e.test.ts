@@ -77,7 +77,7 @@ describe('ivm host setup', () => {
   it('--apply does it (upstream libvirt-qemu.d), and a second --apply finds nothing to do', async () => {
     const root = sysroot(project.root, UPSTREAM, true);
     const first = await project.ivm(['host', 'setup', '--apply'], { IVM_TEST_SYSROOT: root });
-    expect(first.stderr).toBe('');
+    expect(first.stderr).not.toMatch(/^ivm: /m);
     expect(first.exitCode).toBe(0);
     expect(first.stdout).toMatch(/done: \d+ step/);
 

@@ -123,7 +123,7 @@ describe('meta.nix ipAddress', () => {
   it.each([
     [{ system: 'x86_64-linux', ipAddress: '192.168.100' }, /`ipAddress` must be an IPv4 address/],
     [{ system: 'x86_64-linux', ipAddress: 10 }, /`ipAddress` must be an IPv4 address/],
-    [{ system: 'x86_64-linux', bridge: 'br0', ipAddress: '192.168.1.5' }, /with `bridge` the LAN's DHCP server decides/],
+    [{ system: 'x86_64-linux', bridge: 'br0', ipAddress: '192.168.1.5' }, /with `bridge`, `ipAddress` is the VM's static address with its prefix/],
   ])('refuses %j', (meta, message) => {
     expect(() => validateMeta('m.nix', meta)).toThrow(message);
   });

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ensureLibvirt } from './support/libvirt.ts';
+import { ensureLibvirt, virsh } from './support/libvirt.ts';
 import { repoRoot, standinNix } from './support/standin.ts';
 
 const just = path.join(repoRoot, 'node_modules', '.bin', 'just');
@@ -29,6 +29,13 @@ describe('Justfile', () => {
     for (const recipe of ['build', 'build-libvirt-xml', 'create-vm name', 'define-vm name', 'start-vm name', 'list', 'stop-vm', 'destroy-vm', 'console']) {
       expect(result.stdout).toContain(recipe);
     }
+    // A recipe for every verb used day to day, each listed with its arguments.
+    const everyDay = [
+      'upgrade-vm name *flags', 'rollback-vm name *flags', 'recreate-vm name *flags', 'status name *flags', 'gc *flags',
+      'ip name *flags', 'wait name *flags', 'ssh name *command', 'ssh-admin name *command', 'doctor *flags', 'host-setup *flags',
+      'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell',
+    ];
+    for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));
     for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {
       expect(result.stdout).toMatch(new RegExp(`^${variable} +:= `, 'm'));
     }
@@ -58,6 +65,16 @@ describe('Justfile', () => {
       expect(result.stderr).toContain('machines/web/known_hosts is missing: there is no pinned host key for web');
       expect(result.exitCode).not.toBe(0);
     }
+  });
+
+  it('net-create passes its flags through to ivm (a --dry-run: nothing is defined)', async () => {
+    const result = await runJust(['net-create', 'ivmjustnet', '--kind', 'isolated', '--cidr', '10.254.7.0/24', '--dry-run'], { SUDO: '' });
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toContain('<name>ivmjustnet</name>');
+    expect(result.stdout).toContain("<ip address='10.254.7.1' netmask='255.255.255.0'>");
+    expect(result.stdout).not.toContain('<forward');
+    expect(result.stdout).toMatch(/^virsh -c qemu:\/\/\/system net-start ivmjustnet$/m);
+    expect(await virsh(['net-list', '--all', '--name'])).not.toContain('ivmjustnet');
   });
 
   it('passes HOST_CMD and the tool variables through to every command', async () => {

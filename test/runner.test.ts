@@ -10,6 +10,7 @@ import { appArmorHost } from '../src/core/apparmor.ts';
 import { BadInputError, CommandFailedError, ToolMissingError } from '../src/errors.ts';
 import { Runner } from '../src/host/runner.ts';
 import { readSettings } from '../src/host/settings.ts';
+import { createProgress } from '../src/core/progress.ts';
 
 function runner(env: NodeJS.ProcessEnv, options: { dryRun?: boolean; uid?: number } = {}) {
   const printed: string[] = [];
@@ -259,5 +260,91 @@ describe('the test suite\'s switches are inert without IVM_TEST_HARNESS=1', () =
     expect(await changes({ IVM_FAULT_KILL_AT: '2' })).toMatchObject({ signal: null, exitCode: 0, made: ['1', '2', '3'] });
     expect(await changes({ IVM_TEST_HARNESS: '1', IVM_FAULT_KILL_AT: '2' })).toMatchObject({ signal: null, exitCode: 0, made: ['1', '2', '3'] });
     expect(await changes({ IVM_TEST_HARNESS: '1', IVM_TEST_FAULT_KILL_AT: '2' })).toMatchObject({ signal: 'SIGKILL', made: ['1'] });
+  });
+});
+
+describe('runner: a command whose stderr is streamed (streamStderr, for nix build; real processes)', () => {
+  /**
+   * A program in NIX's place that reports on stderr, then waits until the file `hold` exists (the
+   * test makes it once it has seen the report; at most 20 s), then prints more, its JSON on stdout,
+   * and exits with `rc`.
+   */
+  const program = (dir: string, hold: string, rc: number) => {
+    const file = path.join(dir, 'nix-like');
+    fs.writeFileSync(
+      file,
+      [
+        '#!/bin/sh',
+        "echo \"building '/nix/store/x.drv'...\" >&2",
+        `n=0; while [ ! -e '${hold}' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done`,
+        'i=1; while [ $i -le 40 ]; do echo "log line $i" >&2; i=$((i + 1)); done',
+        'echo \'[{"outputs":{"out":"/nix/store/x"}}]\'',
+        `exit ${rc}`,
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    return file;
+  };
+
+  const streaming = (dir: string, hold: string, rc = 0, quiet = false) => {
+    const shown: string[] = [];
+    let written = '';
+    const progress = createProgress({ quiet, tty: false, write: (text) => (written += text) });
+    const r = new Runner(readSettings({ NIX: program(dir, hold, rc) }, 0), {
+      dryRun: false,
+      verbose: false,
+      progress: { ...progress, commandOutput: (line) => (shown.push(line), progress.commandOutput(line)) },
+    });
+    return { r, shown, written: () => written };
+  };
+
+  it('shows each stderr line as it comes, while the command runs; stdout is captured as always', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-stream-'));
+    const hold = path.join(dir, 'hold');
+    const { r, shown, written } = streaming(dir, hold);
+    const running = r.run({ tool: 'nix', args: ['build'], mutates: true, streamStderr: true });
+    // The program waits for the hold file: the line can only have come while it runs.
+    for (let waited = 0; !shown.includes("building '/nix/store/x.drv'..."); waited += 20) {
+      if (waited > 20_000) throw new Error(`nothing streamed: ${JSON.stringify(shown)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(written()).toBe("building '/nix/store/x.drv'...\n");
+    fs.writeFileSync(hold, '');
+    const result = await running;
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toBe('[{"outputs":{"out":"/nix/store/x"}}]\n');
+    expect(shown).toHaveLength(41);
+    expect(written().split('\n')).toHaveLength(42);
+    // Not buffered whole: the first lines and the last ones are kept.
+    expect(result.stderr.split('\n')).toEqual(["building '/nix/store/x.drv'...", 'log line 1', 'log line 2', '...', ...Array.from({ length: 20 }, (_, i) => `log line ${i + 21}`)]);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a failure still names the command with the last lines of its stderr; --quiet shows none of it', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-stream-'));
+    const hold = path.join(dir, 'hold');
+    fs.writeFileSync(hold, '');
+    const { r, shown, written } = streaming(dir, hold, 3, true);
+    const error = await r.run({ tool: 'nix', args: ['build'], mutates: true, streamStderr: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CommandFailedError);
+    expect((error as Error).message).toBe(
+      `command failed (exit 3): ${path.join(dir, 'nix-like')} build\n${Array.from({ length: 8 }, (_, i) => `  log line ${i + 33}`).join('\n')}`,
+    );
+    expect(shown).toHaveLength(41);
+    expect(written()).toBe('');
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('without streamStderr, nothing is shown and stderr is kept whole, as before', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-stream-'));
+    const hold = path.join(dir, 'hold');
+    fs.writeFileSync(hold, '');
+    const { r, shown, written } = streaming(dir, hold);
+    const result = await r.run({ tool: 'nix', args: ['build'], mutates: true });
+    expect(shown).toEqual([]);
+    expect(written()).toBe('');
+    expect(result.stderr.split('\n')).toHaveLength(42);
+    fs.rmSync(dir, { recursive: true });
   });
 });

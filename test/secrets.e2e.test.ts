@@ -118,3 +118,37 @@ describe('per-VM secrets (machines/NAME/secrets -> /var/identity/secrets)', () =
     expect(await varStat(varDisk, '/identity/machine-id')).toEqual({ mode: '-0444', uid: 0, gid: 0 });
   });
 });
+
+describe('a static address on a bridge (meta.nix ipAddress/gateway/dns -> /var/identity/network.conf)', () => {
+  let project: TestProject;
+  const NAME = 'e2e-bridged';
+
+  beforeAll(async () => {
+    await cleanupDomain(NAME);
+    project = await makeTestProject('ivm-bridged-');
+    await project.useStandinBase('a');
+  });
+
+  afterAll(async () => {
+    await cleanupDomain(NAME);
+    await project?.remove();
+  });
+
+  it('create writes the network.conf the guest applies at boot, in the format docs/flake.md gives', async () => {
+    const dir = project.addMachine(
+      NAME,
+      '{ system = "x86_64-linux"; virtType = "qemu"; memory = 512; vcpus = 1; varSize = "128M"; bridge = "ivmtestbr0"; ipAddress = "192.168.1.50/24"; gateway = "192.168.1.1"; dns = [ "192.168.1.1" "9.9.9.9" ]; }\n',
+    );
+    const r = await project.ivm(['create', NAME]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const varDisk = path.join(project.vmDir, `${NAME}-var.qcow2`);
+    const conf = (await readVarFile(varDisk, '/identity/network.conf'))?.toString();
+    expect(conf).toBe('# written by ivm from meta.nix (ipAddress, gateway, dns)\nADDRESS=192.168.1.50/24\nGATEWAY=192.168.1.1\nDNS=192.168.1.1 9.9.9.9\n');
+    expect(await varStat(varDisk, '/identity/network.conf')).toEqual({ mode: '-0644', uid: 0, gid: 0 });
+    // A network.conf of the machine's own as well: one would silently win, so it is refused.
+    fs.writeFileSync(path.join(dir, 'network.conf'), 'ADDRESS=192.168.1.51/24\n');
+    const both = await project.ivm(['upgrade', NAME, '--no-build']);
+    expect(both.exitCode, both.stderr).toBe(2);
+    expect(both.stderr).toContain('both say the VM\'s address');
+  });
+});

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { buildBase } from '../core/build.ts';
 
 export function registerBuild(program: Command, context: ContextFactory): void {
   program
@@ -8,6 +7,7 @@ export function registerBuild(program: Command, context: ContextFactory): void {
     .argument('<name>', 'machine name')
     .description("nix build the machine's image and install it once into IVM_BASE_DIR (read-only, shared); prints the base path")
     .action(async (name: string) => {
+      const { buildBase } = await import('../core/build.ts');
       const ctx = context();
       const built = await buildBase(ctx, name);
       if (!ctx.runner.dryRun) {

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { createVm } from '../core/create.ts';
 
 export function registerCreate(program: Command, context: ContextFactory): void {
   program
@@ -10,6 +9,7 @@ export function registerCreate(program: Command, context: ContextFactory): void 
     .option('--no-build', 'use the base last built by `ivm build` instead of building')
     .option('--start', 'start the VM once it is defined')
     .action(async (name: string, options: { build: boolean; start?: boolean }) => {
+      const { createVm } = await import('../core/create.ts');
       await createVm(context(), name, { build: options.build, start: Boolean(options.start) });
     });
 }

@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { collectGarbage } from '../core/gc.ts';
 
 export function registerGc(program: Command, context: ContextFactory): void {
   program
     .command('gc')
     .description('delete base images that no disk in IVM_VM_DIR uses (as current or rollback base) and no machine last built')
     .action(async () => {
+      const { collectGarbage } = await import('../core/gc.ts');
       const ctx = context();
       const result = await collectGarbage(ctx);
       const verb = ctx.runner.dryRun ? 'would remove' : 'removed';

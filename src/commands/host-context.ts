@@ -2,7 +2,7 @@
 // requiring a project.
 import type { Command } from 'commander';
 import { makeHostContext, type HostContext } from '../core/host-context.ts';
-import { runnerOf } from './runner-of.ts';
+import { runnerOf } from './lazy-runner.ts';
 
 export function hostContextOf(program: Command): () => HostContext {
   return () => {

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { hostContextOf } from './host-context.ts';
-import { hostSetup } from '../core/host-setup.ts';
 
 export function registerHost(program: Command, _context: ContextFactory): void {
   const context = hostContextOf(program);
@@ -14,5 +13,5 @@ export function registerHost(program: Command, _context: ContextFactory): void {
         '--apply does it. Safe to run again.',
     )
     .option('--apply', 'do the plan (otherwise it is only printed)')
-    .action(async (options: { apply?: boolean }) => hostSetup(context(), { apply: Boolean(options.apply) }));
+    .action(async (options: { apply?: boolean }) => (await import('../core/host-setup.ts')).hostSetup(context(), { apply: Boolean(options.apply) }));
 }

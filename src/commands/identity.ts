@@ -1,8 +1,5 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { ensureIdentity } from '../core/identity.ts';
-import { machineDir } from '../core/machine.ts';
-import { withVmLock } from '../core/lock.ts';
 
 export function registerIdentity(program: Command, context: ContextFactory): void {
   program
@@ -10,6 +7,11 @@ export function registerIdentity(program: Command, context: ContextFactory): voi
     .argument('<name>', 'machine name (a folder in machines/)')
     .description("create the machine's missing identity files (machine-id, hostname, SSH host key, known_hosts); never overwrites")
     .action(async (name: string) => {
+      const [{ ensureIdentity }, { machineDir }, { withVmLock }] = await Promise.all([
+        import('../core/identity.ts'),
+        import('../core/machine.ts'),
+        import('../core/lock.ts'),
+      ]);
       const ctx = context();
       const dir = machineDir(ctx.project, name);
       const writes = await withVmLock(ctx, name, 'identity', async () => ensureIdentity(ctx, dir, name));

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { wholeSeconds } from './options.ts';
 import type { ContextFactory } from '../cli.ts';
-import { consoleVm, destroyVm, startVm, stopVm } from '../core/lifecycle.ts';
+
+/** The implementation, loaded when a command runs (start-up loads only the commands' definitions). */
+const core = () => import('../core/lifecycle.ts');
 
 /** Parses a --timeout value. */
 export const seconds = wholeSeconds(1);
@@ -11,7 +13,7 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
     .command('start')
     .argument('<name>', 'machine name')
     .description('start the VM')
-    .action(async (name: string) => startVm(context(), name));
+    .action(async (name: string) => (await core()).startVm(context(), name));
   program
     .command('stop')
     .argument('<name>', 'machine name')
@@ -19,13 +21,13 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
     .option('-f, --force', 'power it off at once (virsh destroy), no graceful shutdown')
     .option('-t, --timeout <seconds>', 'how long to wait for a graceful shutdown', seconds, 120)
     .action(async (name: string, options: { force?: boolean; timeout: number }) =>
-      stopVm(context(), name, { force: Boolean(options.force), timeoutSeconds: options.timeout }),
+      (await core()).stopVm(context(), name, { force: Boolean(options.force), timeoutSeconds: options.timeout }),
     );
   program
     .command('console')
     .argument('<name>', 'machine name')
     .description("attach to the VM's serial console (leave with Ctrl+])")
-    .action(async (name: string) => consoleVm(context(), name));
+    .action(async (name: string) => (await core()).consoleVm(context(), name));
   program
     .command('destroy')
     .argument('<name>', 'machine name')
@@ -33,6 +35,6 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
     .option('--delete-var', 'also delete the /var disk: all of its data is lost')
     .option('-f, --force', 'power the VM off if it runs, and discard a saved memory image (otherwise both are refused)')
     .action(async (name: string, options: { deleteVar?: boolean; force?: boolean }) =>
-      destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar), force: Boolean(options.force) }),
+      (await core()).destroyVm(context(), name, { deleteVar: Boolean(options.deleteVar), force: Boolean(options.force) }),
     );
 }

@@ -1,9 +1,13 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { requireProject } from '../core/host-context.ts';
-import { loadMachine } from '../core/machine.ts';
-import { NET_KINDS, netCreate, netDestroy, netList, reserveMachineAddress, type NetKind } from '../core/net.ts';
+import type { NetKind } from '../core/net.ts';
 import { hostContextOf } from './host-context.ts';
+
+/** core/net.ts's NET_KINDS, in its order; here so that parsing the options does not load the implementation. */
+const NET_KINDS = Object.keys({ nat: 0, isolated: 0, bridge: 0 } satisfies Record<NetKind, 0>) as NetKind[];
+
+/** The implementation, loaded when a command runs. */
+const core = () => import('../core/net.ts');
 
 function kind(value: string): NetKind {
   if (!(NET_KINDS as readonly string[]).includes(value)) throw new InvalidArgumentError(`one of ${NET_KINDS.join(', ')}`);
@@ -21,14 +25,14 @@ export function registerNet(program: Command, _context: ContextFactory): void {
     .option('--cidr <cidr>', 'IPv4 network for nat and isolated, e.g. 192.168.100.0/24 (prefix 8 to 30)')
     .option('--bridge <name>', 'kind bridge: the host bridge (e.g. br0); nat/isolated: the name of the bridge libvirt makes (default: virbrN)')
     .action(async (name: string, options: { kind: NetKind; cidr?: string; bridge?: string }) =>
-      netCreate(context(), name, { kind: options.kind, cidr: options.cidr, bridge: options.bridge }),
+      (await core()).netCreate(context(), name, { kind: options.kind, cidr: options.cidr, bridge: options.bridge }),
     );
   net
     .command('list')
     .description('every libvirt network with its kind, CIDR, DHCP range, bridge and state')
     .option('--json', 'print JSON: [{"name", "kind", "cidr", "gateway", "dhcp", "bridge", "active", "autostart"}]')
     .action(async (options: { json?: boolean }) => {
-      const entries = await netList(context());
+      const entries = await (await core()).netList(context());
       if (options.json) return void process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
       const rows = [['NAME', 'KIND', 'CIDR', 'DHCP', 'BRIDGE', 'STATE', 'AUTOSTART']];
       for (const e of entries) {
@@ -42,12 +46,17 @@ export function registerNet(program: Command, _context: ContextFactory): void {
     .argument('<name>', 'network name')
     .description('stop and undefine a network; refuses while a VM is attached to it')
     .option('--force', 'destroy it even though VMs are attached (they lose their network)')
-    .action(async (name: string, options: { force?: boolean }) => netDestroy(context(), name, { force: Boolean(options.force) }));
+    .action(async (name: string, options: { force?: boolean }) => (await core()).netDestroy(context(), name, { force: Boolean(options.force) }));
   net
     .command('reserve')
     .argument('<machine>', 'machine name')
     .description("make the DHCP reservation of the machine's ipAddress (meta.nix) for its MAC on its network (create does it too)")
     .action(async (name: string) => {
+      const [{ requireProject }, { loadMachine }, { reserveMachineAddress }] = await Promise.all([
+        import('../core/host-context.ts'),
+        import('../core/machine.ts'),
+        core(),
+      ]);
       const ctx = context();
       const machine = await loadMachine(ctx.runner, requireProject(ctx), name);
       if (machine.meta.ipAddress === undefined) return ctx.say(`${name} has no ipAddress in its meta.nix: its address comes from the DHCP range, stable by its MAC`);

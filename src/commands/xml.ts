@@ -1,12 +1,6 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { defineVm, renderXml } from '../core/lifecycle.ts';
-import { machineNames } from '../core/project.ts';
-import { vmPaths } from '../core/vm-paths.ts';
 import path from 'node:path';
-import { hasMachineId } from '../core/identity.ts';
-import { withVmLock } from '../core/lock.ts';
-import { writeFileAtomic } from '../core/safe-files.ts';
 
 export function registerXml(program: Command, context: ContextFactory): void {
   program
@@ -15,6 +9,14 @@ export function registerXml(program: Command, context: ContextFactory): void {
     .description('print the libvirt domain XML of machines, or write it to libvirt/<name>.xml with --write')
     .option('-w, --write', 'write libvirt/<name>.xml instead of printing')
     .action(async (names: string[], options: { write?: boolean }) => {
+      const [{ renderXml }, { machineNames }, { vmPaths }, { hasMachineId }, { withVmLock }, { writeFileAtomic }] = await Promise.all([
+        import('../core/lifecycle.ts'),
+        import('../core/project.ts'),
+        import('../core/vm-paths.ts'),
+        import('../core/identity.ts'),
+        import('../core/lock.ts'),
+        import('../core/safe-files.ts'),
+      ]);
       const ctx = context();
       const all = names.length === 0;
       const targets = all ? machineNames(ctx.project) : names;
@@ -42,5 +44,5 @@ export function registerXml(program: Command, context: ContextFactory): void {
     .command('define')
     .argument('<name>', 'machine name')
     .description('write libvirt/<name>.xml and (re)define the domain; the uuid and MAC stay the same')
-    .action(async (name: string) => defineVm(context(), name));
+    .action(async (name: string) => (await import('../core/lifecycle.ts')).defineVm(context(), name));
 }

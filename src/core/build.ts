@@ -18,7 +18,8 @@ export interface BuiltBase {
 
 export async function buildBase(ctx: Context, name: string): Promise<BuiltBase> {
   machineDir(ctx.project, name);
-  const outPath = await runBuild(ctx.runner, ctx.project, name);
+  // nix prints its own log while it builds (streamed to stderr below this step's line).
+  const outPath = await ctx.runner.progress.step(`build the image of ${name} (nix build)`, () => runBuild(ctx.runner, ctx.project, name));
   if (outPath === undefined) {
     return { base: path.join(ctx.settings.baseDir, '<store path printed by nix build>.qcow2'), copied: false };
   }

@@ -6,7 +6,8 @@ import type { Project } from './project.ts';
 export interface Context {
   project: Project;
   settings: Settings;
+  /** Runs commands; runner.progress reports steps on stderr (src/core/progress.ts). */
   runner: Runner;
-  /** Progress and results for the user (stdout). */
+  /** Results for the user (stdout); progress goes to runner.progress, never here. */
   say: (line: string) => void;
 }

@@ -11,7 +11,7 @@ import { reservationSteps } from './net.ts';
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { ensureIdentity, identitySources, machineIdFrom } from './identity.ts';
+import { ensureIdentity, machineIdFrom, machineSources } from './identity.ts';
 import { loadMachine, type Machine } from './machine.ts';
 import { executePlan, type Plan, type Step } from './plan.ts';
 import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree, type VarStage } from './var-image.ts';
@@ -44,7 +44,7 @@ async function createLocked(ctx: Context, name: string, options: CreateOptions):
   // The DHCP reservation of a static address comes first, so a later failure takes it back too.
   const reservation = await reservationSteps(ctx, machine);
   // The identity is read now, as this user, into a private /var tree: the tools get only that.
-  const stage = stageVarTree(ctx.project.stateDir, identitySources(machine.dir, pending), ctx.runner.dryRun);
+  const stage = stageVarTree(ctx.project.stateDir, machineSources(machine, pending), ctx.runner.dryRun);
   try {
     // The temporary names must not be links: qemu-img and chmod would write through them as root.
     await existingHostFiles(ctx.runner, [`${paths.boot}.new`, `${paths.var}.new`]);
@@ -60,7 +60,7 @@ async function createLocked(ctx: Context, name: string, options: CreateOptions):
   }
   if (options.start) {
     // Outside the plan: a VM that was made but does not start stays, for `ivm console` and the log.
-    await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    await ctx.runner.progress.step(`start ${name}`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
     if (!ctx.runner.dryRun) ctx.say(`started ${name}; serial log: ${paths.serialLog}`);
   }
 }

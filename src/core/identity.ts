@@ -8,6 +8,7 @@ import type { Context } from './context.ts';
 import { IDENTITY_FILES, KNOWN_HOSTS_FILE, SECRETS_DIR, SECRETS_FOLDER } from './identity-files.ts';
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
 import { octalMode } from './file-mode.ts';
+import { networkConf, type Machine } from './machine.ts';
 import { createFileExclusive, folderExists, makePrivateFolder, readRegularFile, readRegularText, regularFileExists } from './safe-files.ts';
 
 const KEY = 'ssh_host_ed25519_key';
@@ -112,6 +113,29 @@ export function identitySources(dir: string, pending: string[] = []): IdentitySo
   }
   return [...sources, ...secretSources(dir)];
 }
+
+/**
+ * A machine's identity sources: its files (identitySources) and what meta.nix makes part of the
+ * identity: the network.conf of a static address on a bridge. A network.conf of its own as well is
+ * refused (exit 2): one of them would silently win.
+ */
+export function machineSources(machine: Machine, pending: string[] = []): IdentitySource[] {
+  const sources = identitySources(machine.dir, pending);
+  const staticNetwork = machine.meta.staticNetwork;
+  if (!staticNetwork) return sources;
+  if (sources.some((source) => source.name === NETWORK_CONF)) {
+    throw new BadInputError(
+      `${path.join(machine.dir, NETWORK_CONF)} and the static address in ${machine.metaFile} both say the VM's address`,
+      `keep one: remove ${NETWORK_CONF}, or ipAddress/gateway/dns from meta.nix`,
+    );
+  }
+  const entry = IDENTITY_FILES.find((file) => file.name === NETWORK_CONF);
+  const content = Buffer.from(networkConf(staticNetwork));
+  // Not a file of the project: shown (dry run) as what it is made from.
+  return [...sources, { name: NETWORK_CONF, local: `${machine.metaFile} (ipAddress, gateway, dns)`, mode: entry?.mode ?? '0644', content }];
+}
+
+const NETWORK_CONF = 'network.conf';
 
 /** A secret's name: a file name a systemd credential can carry (no dot first, no slash or colon). */
 const SECRET_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$/;

@@ -21,7 +21,7 @@ export async function startVm(ctx: Context, name: string): Promise<void> {
   await withVmLock(ctx, name, 'start', async () => {
     const { state } = await ownDefinedVm(ctx, name);
     if (state === 'running') return ctx.say(`${name} is already running`);
-    await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+    await ctx.runner.progress.step(`start ${name}`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
     if (!ctx.runner.dryRun) ctx.say(`started ${name}`);
   });
 }
@@ -34,7 +34,7 @@ async function stopLocked(ctx: Context, name: string, options: { force: boolean;
   const { state } = await ownDefinedVm(ctx, name);
   if (state === 'shut off') return ctx.say(`${name} is already shut off`);
   if (options.force) {
-    await ctx.runner.run(virshCommand(ctx.runner, ['destroy', name], true));
+    await ctx.runner.progress.step(`power off ${name}`, () => ctx.runner.run(virshCommand(ctx.runner, ['destroy', name], true)));
     if (!ctx.runner.dryRun) ctx.say(`${name} powered off`);
     return;
   }

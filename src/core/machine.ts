@@ -4,7 +4,7 @@ import path from 'node:path';
 import { BadInputError } from '../errors.ts';
 import { evalJsonFile } from '../host/nix.ts';
 import type { Runner } from '../host/runner.ts';
-import { parseIpv4 } from './cidr.ts';
+import { contains, formatIpv4, ipv4Net, parseIpv4 } from './cidr.ts';
 import { validateMachineName } from './names.ts';
 import { machineNames, type Project } from './project.ts';
 import { folderExists, regularFileExists } from './safe-files.ts';
@@ -25,6 +25,11 @@ export interface MachineMeta {
   virtType: 'kvm' | 'qemu';
   /** A static IPv4 address on `network`: made a DHCP host reservation for the VM's MAC. */
   ipAddress: string | undefined;
+  /**
+   * A static address on `bridge` (`ipAddress = "192.168.1.50/24"`, `gateway`, `dns`): no DHCP
+   * server of libvirt's is there, so the guest applies it at boot from the identity's network.conf.
+   */
+  staticNetwork?: { address: string; prefix: number; gateway: string | undefined; dns: string[] } | undefined;
 }
 
 export interface Machine {
@@ -35,7 +40,7 @@ export interface Machine {
 }
 
 const DEFAULTS = { memory: 2048, vcpus: 2, varSize: '20G', virtType: 'kvm' as const };
-const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress'];
+const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress', 'gateway', 'dns'];
 const SIZE = /^([1-9][0-9]*)([KMGT]?)$/;
 const MIN_VAR_BYTES = 64 * 1024 * 1024;
 
@@ -83,11 +88,18 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
   const network = name('network');
   if (bridge !== undefined && network !== undefined) fail('set `network` or `bridge`, not both');
   const ipAddress = meta.ipAddress;
-  if (ipAddress !== undefined && (typeof ipAddress !== 'string' || parseIpv4(ipAddress) === undefined)) {
-    fail(`\`ipAddress\` must be an IPv4 address like "192.168.100.10", not ${JSON.stringify(ipAddress)}`);
-  }
-  if (ipAddress !== undefined && bridge !== undefined) {
-    fail("`ipAddress` is a DHCP reservation on a libvirt network; with `bridge` the LAN's DHCP server decides the address");
+  let staticNetwork: MachineMeta['staticNetwork'];
+  if (bridge === undefined) {
+    if (ipAddress !== undefined && (typeof ipAddress !== 'string' || parseIpv4(ipAddress) === undefined)) {
+      fail(`\`ipAddress\` must be an IPv4 address like "192.168.100.10", not ${JSON.stringify(ipAddress)}`);
+    }
+    for (const key of ['gateway', 'dns']) {
+      if (meta[key] !== undefined) fail(`\`${key}\` is for a static address on a \`bridge\`; on a libvirt network its DHCP server gives it`);
+    }
+  } else if (ipAddress !== undefined) {
+    staticNetwork = staticAddress(meta, fail);
+  } else if (meta.gateway !== undefined || meta.dns !== undefined) {
+    fail('`gateway` and `dns` go with a static `ipAddress = "ADDRESS/PREFIX"` on the bridge');
   }
 
   return {
@@ -98,8 +110,43 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
     network: bridge === undefined ? (network ?? 'default') : undefined,
     bridge,
     virtType: virtType as 'kvm' | 'qemu',
-    ipAddress: ipAddress as string | undefined,
+    ipAddress: bridge === undefined ? (ipAddress as string | undefined) : undefined,
+    staticNetwork,
   };
+}
+
+/** ipAddress "a.b.c.d/p" with gateway (inside the prefix) and dns on a bridge, checked. */
+function staticAddress(meta: Record<string, unknown>, fail: (what: string) => never): NonNullable<MachineMeta['staticNetwork']> {
+  const text = meta.ipAddress;
+  const match = typeof text === 'string' ? /^([0-9.]+)\/([0-9]{1,2})$/.exec(text) : null;
+  const address = match ? parseIpv4(match[1]!) : undefined;
+  const prefix = match ? Number(match[2]) : Number.NaN;
+  if (!match || address === undefined || !(prefix >= 1 && prefix <= 32)) {
+    fail(`with \`bridge\`, \`ipAddress\` is the VM's static address with its prefix, like "192.168.1.50/24", not ${JSON.stringify(text)}`);
+  }
+  const net = ipv4Net(address!, prefix);
+  if (prefix < 31 && (address === net.network || formatIpv4(address!) === net.broadcast)) {
+    fail(`\`ipAddress\` ${String(text)} is the network's ${address === net.network ? 'own address' : 'broadcast address'}, not a host's`);
+  }
+  const gateway = meta.gateway;
+  if (gateway !== undefined) {
+    if (typeof gateway !== 'string' || parseIpv4(gateway) === undefined) fail(`\`gateway\` must be an IPv4 address, not ${JSON.stringify(gateway)}`);
+    if (!contains(net, gateway as string)) fail(`\`gateway\` ${String(gateway)} is outside ${net.text}, the prefix of \`ipAddress\` ${String(text)}: the VM could not reach it`);
+    if (gateway === match![1]) fail('`gateway` is the VM\'s own address');
+  }
+  const dns = meta.dns ?? [];
+  if (!Array.isArray(dns) || !dns.every((d) => typeof d === 'string' && parseIpv4(d) !== undefined)) {
+    fail(`\`dns\` must be a list of IPv4 addresses like [ "192.168.1.1" ], not ${JSON.stringify(meta.dns)}`);
+  }
+  return { address: match![1]!, prefix, gateway: gateway as string | undefined, dns: dns as string[] };
+}
+
+/** The identity file network.conf (format: docs/flake.md, "Static addresses") of a static bridge address. */
+export function networkConf(staticNetwork: NonNullable<MachineMeta['staticNetwork']>): string {
+  const lines = ['# written by ivm from meta.nix (ipAddress, gateway, dns)', `ADDRESS=${staticNetwork.address}/${staticNetwork.prefix}`];
+  if (staticNetwork.gateway) lines.push(`GATEWAY=${staticNetwork.gateway}`);
+  if (staticNetwork.dns.length > 0) lines.push(`DNS=${staticNetwork.dns.join(' ')}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** The folder of a machine, after checking the name; throws when there is no such machine. */

@@ -29,7 +29,10 @@ export function describePlan(runner: Runner, plan: Plan): string[] {
   );
 }
 
-/** Runs (or, under --dry-run, prints) the steps in order; on failure undoes the finished ones in reverse. */
+/**
+ * Runs (or, under --dry-run, prints) the steps in order, each reported to runner.progress as it
+ * starts ("[3/6] title", on stderr); on failure undoes the finished ones in reverse.
+ */
 export async function executePlan(runner: Runner, plan: Plan, print: (line: string) => void): Promise<void> {
   if (runner.dryRun) {
     print(`# ${plan.title} (dry run: nothing is changed)`);
@@ -37,15 +40,23 @@ export async function executePlan(runner: Runner, plan: Plan, print: (line: stri
     return;
   }
   const undos: { title: string; undo: () => Promise<void> }[] = [];
-  for (const step of plan.steps) {
+  const total = plan.steps.length;
+  if (total > 0) runner.progress.plan(plan.title, total);
+  for (const [at, step] of plan.steps.entries()) {
     try {
-      if (step.kind === 'run') {
-        await runner.run(step.command);
-        const undo = step.undo;
-        if (undo) undos.push({ title: runner.describe(undo), undo: async () => void (await runner.run(undo)) });
-      } else {
-        undos.push({ title: `restore ${step.path}`, undo: writeFile(step.path, step.content) });
-      }
+      await runner.progress.step(
+        step.title,
+        async () => {
+          if (step.kind === 'run') {
+            await runner.run(step.command);
+            const undo = step.undo;
+            if (undo) undos.push({ title: runner.describe(undo), undo: async () => void (await runner.run(undo)) });
+          } else {
+            undos.push({ title: `restore ${step.path}`, undo: writeFile(step.path, step.content) });
+          }
+        },
+        { index: at + 1, total },
+      );
     } catch (error) {
       const undone: string[] = [];
       const undoErrors: string[] = [];

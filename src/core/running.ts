@@ -81,9 +81,10 @@ export function savedError(name: string): RefusedError {
  * change (upgrade, rollback) nothing else has been done at that point.
  */
 export async function shutDown(ctx: Context, name: string, timeoutSeconds: number, hint: string, forChange = true): Promise<void> {
-  await ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true));
+  await ctx.runner.progress.step(`ask ${name} to shut down`, () => ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true)));
   if (ctx.runner.dryRun) return;
-  if (!(await waitForShutOff(ctx, name, timeoutSeconds))) {
+  const shutOff = await ctx.runner.progress.step(`wait for ${name} to shut off (up to ${timeoutSeconds} s)`, () => waitForShutOff(ctx, name, timeoutSeconds));
+  if (!shutOff) {
     // The request stays with the guest, which may still power off later: say so, not "nothing changed".
     throw new IvmError(
       `${name} did not shut down within ${timeoutSeconds} s (it was asked to, and may still power off later)${forChange ? '; nothing else was done' : ''}`,

@@ -7,9 +7,9 @@ import { imageInfo } from '../host/qemu-img.ts';
 import { readBuildRecord } from './base-image.ts';
 import { backingOf } from './boot-overlay.ts';
 import type { Context } from './context.ts';
-import { identitySources } from './identity.ts';
+import { machineSources } from './identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity } from './identity-sync.ts';
-import { machineDir } from './machine.ts';
+import { loadMachine } from './machine.ts';
 import { vmPaths } from './vm-paths.ts';
 import { ownVm } from './running.ts';
 
@@ -37,7 +37,7 @@ async function disk(ctx: Context, file: string): Promise<DiskStatus | undefined>
 }
 
 export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
-  const dir = machineDir(ctx.project, name);
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   // Only this project's domain (its uuid): another of the same name is never reported as this VM.
   const info = await ownVm(ctx, name);
@@ -45,7 +45,7 @@ export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   const current = await backingOf(ctx.runner, paths.boot);
   const previous = await backingOf(ctx.runner, paths.bootPrevious);
   const record = readBuildRecord(ctx.project, name);
-  const sources = identitySources(dir, []);
+  const sources = machineSources(machine);
   let sync: VmStatus['identity']['sync'] = 'not checked';
   let detail: string;
   if (!(await hostFileExists(ctx.runner, paths.var))) detail = 'no /var disk';

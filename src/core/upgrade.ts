@@ -8,7 +8,7 @@ import { backingOf, finishSwitchSteps, switchBaseSteps } from './boot-overlay.ts
 import { buildBase, lastBuiltBase } from './build.ts';
 import type { Context } from './context.ts';
 import { renderDomainXml } from './domain-xml.ts';
-import { identitySources, requireIdentity, stageSources, type IdentitySource } from './identity.ts';
+import { machineSources, requireIdentity, stageSources, type IdentitySource } from './identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from './identity-sync.ts';
 import { isRunning, ownDefinedVm, ownDomainState, savedError, stopForChange } from './running.ts';
 import { loadMachine, type Machine } from './machine.ts';
@@ -34,7 +34,7 @@ async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions
   // Never generate identity here: the VM's identity is on its /var disk, and a new file would
   // replace it there. Everything local is checked before guestfish opens anything.
   const machineId = requireIdentity(machine.dir, name);
-  const sources = identitySources(machine.dir);
+  const sources = machineSources(machine);
   if (!(await hostFileExists(ctx.runner, paths.var))) throw new RefusedError(`${name} has no /var disk (${paths.var})`, `to start afresh: ivm recreate ${name}`);
   const refuseRunning = (state: string) => {
     if (isRunning(state) && !options.restart) {
@@ -55,7 +55,7 @@ async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions
     throw running ? leftStopped(error, name) : error;
   });
   // --restart: started again only once every step succeeded.
-  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  if (running) await ctx.runner.progress.step(`start ${name} again`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
   if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
 }
 
@@ -99,7 +99,8 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
       identityLine = 'not read (the VM is running; it is compared after the shutdown)';
     } else {
       session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
-      const diff = diffIdentity(sources, await readDiskIdentity(session));
+      const opened = session;
+      const diff = diffIdentity(sources, await ctx.runner.progress.step('read /identity', () => readDiskIdentity(opened)));
       if (diff.changed.includes('machine-id')) {
         throw new RefusedError(
           `the /var disk ${paths.var} holds another machine-id than machines/${name}/machine-id: it is not this machine's disk, or the file was replaced; nothing was changed`,
@@ -117,13 +118,15 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
     ctx.say(`  identity: ${identityLine}`);
     if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
     if (!baseChanges && sync.length === 0 && !xmlChanges) {
-      await session?.close();
+      const opened = session;
+      if (opened) await ctx.runner.progress.step('close the /var disk (guestfish exits)', () => opened.close());
       ctx.say(`${name} is up to date: nothing changed`);
       return;
     }
     if (session) {
-      if (sync.length > 0) await session.send(sync, { mutates: true });
-      await session.close();
+      const opened = session;
+      if (sync.length > 0) await ctx.runner.progress.step('write the identity changes', () => opened.send(sync, { mutates: true }));
+      await ctx.runner.progress.step('close the /var disk (guestfish exits)', () => opened.close());
     }
     // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
     const steps: Step[] = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
@@ -186,6 +189,6 @@ async function rollbackLocked(ctx: Context, name: string, options: { restart: bo
   await executePlan(ctx.runner, { title: `rollback ${name}`, steps }, ctx.say).catch((error: unknown) => {
     throw running ? leftStopped(error, name) : error;
   });
-  if (running) await ctx.runner.run(virshCommand(ctx.runner, ['start', name], true));
+  if (running) await ctx.runner.progress.step(`start ${name} again`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
   if (!ctx.runner.dryRun) ctx.say(`rolled back ${name}`);
 }

@@ -11,8 +11,9 @@ export function evalJsonFileCommand(file: string): Command {
   return { tool: 'nix', args: ['eval', ...FEATURES, '--json', '--file', file], mutates: false };
 }
 
+/** nix build prints its log and progress on stderr: shown as it comes (the runner keeps its tail for an error). */
 export function buildCommand(installable: string): Command {
-  return { tool: 'nix', args: ['build', ...FEATURES, installable, '--json', '--no-link'], mutates: true };
+  return { tool: 'nix', args: ['build', ...FEATURES, installable, '--json', '--no-link'], mutates: true, streamStderr: true };
 }
 
 const BUILD_JSON_SHAPE = '[{"drvPath": "...", "outputs": {"out": "/nix/store/..."}}]';

@@ -8,6 +8,7 @@ import { IvmError, CommandFailedError, LibvirtUnreachableError, ToolMissingError
 import type { Settings } from './settings.ts';
 import { shellLine, withHereDoc } from './shell-quote.ts';
 import { TOOLS, type ToolName } from './tools.ts';
+import type { Progress } from '../core/progress.ts';
 
 export interface Command {
   tool: ToolName;
@@ -23,6 +24,12 @@ export interface Command {
    * lines it prints when all is well. Any other line on stderr makes the command a failure.
    */
   expectedStderr?: RegExp;
+  /**
+   * For a long command that reports on stderr (nix build): each line of its stderr goes to
+   * progress.commandOutput as it comes (nothing under --quiet), and only its first and last lines
+   * are kept, for the error when it fails (Result.stderr holds those). Stdout is captured as always.
+   */
+  streamStderr?: boolean;
 }
 
 export interface Result {
@@ -38,13 +45,29 @@ export interface RunnerOptions {
   verbose: boolean;
   /** Where dry-run prints commands (default: stdout). */
   print?: (line: string) => void;
-  /** Where --verbose echoes commands (default: stderr). */
+  /** Where --verbose echoes commands (default: progress.line, which writes to stderr). */
   echo?: (line: string) => void;
+  /** Progress on stderr (src/core/progress.ts); default: none, and --verbose still echoes to stderr. */
+  progress?: Progress;
 }
+
+/** No progress: steps just run, a command's own log is not shown; line() still writes to stderr. */
+const NO_PROGRESS: Progress = {
+  plan: () => undefined,
+  step: (_title, work) => work(),
+  line: (text) => void process.stderr.write(`${text}\n`),
+  commandOutput: () => undefined,
+};
+
+/** How many lines of a streamed stderr are kept: the first (a prefix saying a program is missing), and the last (the error). */
+const STREAM_HEAD_LINES = 3;
+const STREAM_TAIL_LINES = 20;
 
 export class Runner {
   readonly dryRun: boolean;
   readonly verbose: boolean;
+  /** Where core code reports its steps (never written to directly by it). */
+  readonly progress: Progress;
   private readonly print: (line: string) => void;
   private readonly echo: (line: string) => void;
 
@@ -54,8 +77,9 @@ export class Runner {
   ) {
     this.dryRun = options.dryRun;
     this.verbose = options.verbose;
+    this.progress = options.progress ?? NO_PROGRESS;
     this.print = options.print ?? ((line) => process.stdout.write(`${line}\n`));
-    this.echo = options.echo ?? ((line) => process.stderr.write(`+ ${line}\n`));
+    this.echo = options.echo ?? ((line) => this.progress.line(`+ ${line}`));
   }
 
   /** The argv a command runs as, with prefixes and overrides applied. */
@@ -118,6 +142,7 @@ export class Runner {
     const [file, ...args] = this.argv(command) as [string, ...string[]];
     // virsh's words are parsed (states, dominfo fields, error messages): never a translation of them.
     const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : command.tool === 'virsh' && !command.interactive ? { LC_ALL: 'C' } : {};
+    const streamed = command.streamStderr && !command.interactive ? this.stderrStream() : undefined;
     let result;
     try {
       result = await execa(file, args, {
@@ -125,7 +150,7 @@ export class Runner {
         env,
         ...(command.interactive
           ? { stdio: 'inherit' as const }
-          : { input: command.input ?? '', stripFinalNewline: false }),
+          : { input: command.input ?? '', stripFinalNewline: false, ...(streamed ? { stderr: streamed.transform } : {}) }),
       });
     } catch (error) {
       throw this.translateSpawnError(command, file, error);
@@ -134,7 +159,7 @@ export class Runner {
       throw this.translateSpawnError(command, file, result);
     }
     const stdout = typeof result.stdout === 'string' ? result.stdout : '';
-    const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+    const stderr = streamed ? streamed.kept() : typeof result.stderr === 'string' ? result.stderr : '';
     const exitCode = result.exitCode ?? 1;
     const environment = exitCode !== 0 ? this.environmentError(command, stderr) : undefined;
     if (environment) throw environment;
@@ -146,6 +171,32 @@ export class Runner {
       if (unexpected.length > 0) throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(unexpected.join('\n'), 8));
     }
     return { stdout, stderr, exitCode, skipped: false };
+  }
+
+  /**
+   * A stderr that is shown line by line as it comes (progress.commandOutput) and not buffered whole
+   * (a build log may be long): only its first and last lines are kept.
+   */
+  private stderrStream(): { transform: (line: unknown) => Generator<never, void, unknown>; kept: () => string } {
+    const head: string[] = [];
+    const tail: string[] = [];
+    let dropped = false;
+    const progress = this.progress;
+    return {
+      *transform(line: unknown) {
+        const text = String(line);
+        progress.commandOutput(text);
+        if (head.length < STREAM_HEAD_LINES) head.push(text);
+        else {
+          tail.push(text);
+          if (tail.length > STREAM_TAIL_LINES) {
+            tail.shift();
+            dropped = true;
+          }
+        }
+      },
+      kept: () => [...head, ...(dropped ? ['...'] : []), ...tail].join('\n'),
+    };
   }
 
   /**

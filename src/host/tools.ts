@@ -19,6 +19,7 @@ export type ToolName =
   | 'mkfs.ext4'
   | 'debugfs'
   | 'ssh'
+  | 'git'
   | 'apparmor_parser';
 
 export interface ToolSpec {
@@ -71,6 +72,8 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   /** Sets owners on that raw file (debugfs -w), without root. */
   debugfs: { program: 'debugfs', root: false, packages: e2fsprogs },
   ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
+  /** `ivm new` stages a new machine's public files (git add --), as the flake sees only tracked files. */
+  git: { program: 'git', root: false, packages: { debian: 'git', fedora: 'git', arch: 'git' } },
   apparmor_parser: {
     program: 'apparmor_parser',
     variable: 'APPARMOR_PARSER',
