@@ -286,3 +286,27 @@ describe('what qemu-img info prints (JSON)', () => {
     expect(error('x'.repeat(500), false).message).toMatch(/it printed "x{200}\.\.\."$/);
   });
 });
+
+describe('the backing file from the qcow2 header (no qemu-img process per VM)', () => {
+  it('reads what qemu-img info reads: absolute, relative (from the overlay\'s folder), none; anything else asks qemu-img', async () => {
+    const { execa } = await import('execa');
+    const { qcow2Backing } = await import('../src/core/boot-overlay.ts');
+    const fsm = await import('node:fs');
+    const dir = fsm.mkdtempSync('/tmp/ivm-qcow2-');
+    const base = `${dir}/base image.qcow2`;
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', `${dir}/abs.qcow2`]);
+    fsm.mkdirSync(`${dir}/sub`);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', '../base image.qcow2', '-F', 'qcow2', `${dir}/sub/rel.qcow2`]);
+    for (const file of [`${dir}/abs.qcow2`, `${dir}/sub/rel.qcow2`]) {
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', '-U', file])).stdout);
+      expect(qcow2Backing(file)).toBe(info['full-backing-filename']);
+    }
+    expect(qcow2Backing(base)).toBeUndefined();
+    fsm.writeFileSync(`${dir}/raw.img`, Buffer.alloc(4096));
+    expect(qcow2Backing(`${dir}/raw.img`)).toBe('unknown');
+    fsm.symlinkSync(`${dir}/abs.qcow2`, `${dir}/link.qcow2`);
+    expect(qcow2Backing(`${dir}/link.qcow2`)).toBe('unknown');
+    fsm.rmSync(dir, { recursive: true });
+  });
+});

@@ -352,6 +352,16 @@ describe('ivm new web2, then ivm create web2 --start (real nix eval, git, qemu-i
     expect((await git('status', '--porcelain', '--ignored')).stdout).toBe(before);
   });
 
+  it('evaluates the written meta.nix back through the runner: when that fails, what it wrote is removed again', async () => {
+    const before = (await git('status', '--porcelain', '--ignored')).stdout;
+    const result = await project.ivm(['--verbose', 'new', 'rolled', '--virt-type', 'qemu'], { NIX: 'false' });
+    expect(result.stderr).toMatch(/^\+ false eval --extra-experimental-features 'nix-command flakes' --json --file \S+\/machines\/rolled\/meta\.nix$/m);
+    expect(result.stderr).toContain('machines/rolled/meta.nix does not evaluate');
+    expect(result.exitCode).toBe(2);
+    expect(fs.existsSync(path.join(project.root, 'machines', 'rolled'))).toBe(false);
+    expect((await git('status', '--porcelain', '--ignored')).stdout).toBe(before);
+  });
+
   it('a static address on a bridge: made if validateMeta takes ADDRESS/PREFIX there, else refused (exit 2)', async () => {
     const result = await project.ivm(['new', 'bridged', '--bridge', 'br0', '--ip', '192.168.1.50/24', '--virt-type', 'qemu']);
     const bridged = path.join(project.root, 'machines', 'bridged');

@@ -28,7 +28,7 @@ function lineReader(): { ask: (question: string) => Promise<string>; close: () =
   const queued: string[] = [];
   let waiting: { resolve: (line: string) => void; reject: (error: Error) => void } | undefined;
   let closed = false;
-  const cancelled = () => new RefusedError('ivm new: cancelled; nothing was written', 'give the values as flags (ivm new --help) to skip the questions');
+  const cancelled = () => new RefusedError('cancelled: nothing was written', 'give the values as flags (ivm new --help) to skip the questions');
   rl.on('line', (line) => {
     if (waiting) {
       const { resolve } = waiting;

@@ -2,6 +2,8 @@
 // to another base. The swap is made so that, wherever it is cut short, <name>-boot.qcow2 exists and
 // is backed by either the old or the new base: the new overlay is made beside it and put in place
 // by rename; the old one is kept (hard link) as <name>-boot-prev.qcow2, the rollback target.
+import fs from 'node:fs';
+import path from 'node:path';
 import { removeCommand } from '../host/files.ts';
 import { createOverlayCommand, imageInfo } from '../host/qemu-img.ts';
 import type { Command, Runner } from '../host/runner.ts';
@@ -12,8 +14,42 @@ import { hostFileExists, sameHostFile } from './vm-files.ts';
 /** The base an overlay is backed by (absolute), or undefined when the overlay does not exist. */
 export async function backingOf(runner: Runner, overlay: string): Promise<string | undefined> {
   if (!(await hostFileExists(runner, overlay))) return undefined;
+  // The qcow2 header read in-process where ivm sees the file as the host does (no HOST_CMD) and may
+  // read it: no qemu-img process per VM (ivm list of many VMs). Anything else asks qemu-img.
+  if (runner.settings.hostCmd.length === 0) {
+    const header = qcow2Backing(overlay);
+    if (header !== 'unknown') return header;
+  }
   const top = await imageInfo(runner, overlay);
   return top['full-backing-filename'] ?? top['backing-filename'];
+}
+
+/**
+ * A qcow2 file's backing file name from its header (QCOW2 spec: magic "QFI\xfb", then at byte 8
+ * the backing name's offset, 8 bytes big-endian, and at 16 its length, 4 bytes), resolved from the
+ * overlay's folder as qemu does; undefined when it has none; 'unknown' when the header cannot be
+ * read or is not qcow2 (the caller asks qemu-img).
+ */
+export function qcow2Backing(file: string): string | undefined | 'unknown' {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const head = Buffer.alloc(20);
+    if (fs.readSync(fd, head, 0, 20, 0) !== 20 || head.readUInt32BE(0) !== 0x514649fb) return 'unknown';
+    const offset = Number(head.readBigUInt64BE(8));
+    const size = head.readUInt32BE(16);
+    if (offset === 0 || size === 0) return undefined;
+    if (size > 1023) return 'unknown';
+    const name = Buffer.alloc(size);
+    if (fs.readSync(fd, name, 0, size, offset) !== size) return 'unknown';
+    // As qemu-img's full-backing-filename: a relative name joined to the overlay's folder, as is.
+    const text = name.toString('utf8');
+    return path.isAbsolute(text) ? text : `${path.dirname(file)}/${text}`;
+  } catch {
+    return 'unknown';
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
 }
 
 const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });

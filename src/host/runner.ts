@@ -3,7 +3,7 @@
 // to guestfish, echoes under --verbose, and under --dry-run prints mutating commands instead of
 // running them (read-only queries still run, so a dry run sees the real state).
 import crypto from 'node:crypto';
-import { execa } from 'execa';
+import { runProcess, startProcess, type Finished, type Running } from './spawn.ts';
 import { IvmError, CommandFailedError, LibvirtUnreachableError, ToolMissingError, VirtlogdMissingError } from '../errors.ts';
 import type { Settings } from './settings.ts';
 import { shellLine, withHereDoc } from './shell-quote.ts';
@@ -99,7 +99,7 @@ export class Runner {
         if (at > 0) {
           return [...override.slice(0, at), ...this.guestfsEnvWords(), ...override.slice(at), ...command.args];
         }
-        // The program comes first (GUESTFISH="guestfish --verbose"): no prefix, execa's env reaches it.
+        // The program comes first (GUESTFISH="guestfish --verbose"): no prefix, the environment reaches it.
       }
       return [...override, ...command.args];
     }
@@ -143,24 +143,17 @@ export class Runner {
     // virsh's words are parsed (states, dominfo fields, error messages): never a translation of them.
     const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : command.tool === 'virsh' && !command.interactive ? { LC_ALL: 'C' } : {};
     const streamed = command.streamStderr && !command.interactive ? this.stderrStream() : undefined;
-    let result;
-    try {
-      result = await execa(file, args, {
-        reject: false,
-        env,
-        ...(command.interactive
-          ? { stdio: 'inherit' as const }
-          : { input: command.input ?? '', stripFinalNewline: false, ...(streamed ? { stderr: streamed.transform } : {}) }),
-      });
-    } catch (error) {
-      throw this.translateSpawnError(command, file, error);
-    }
-    if (result.failed && result.exitCode === undefined) {
-      throw this.translateSpawnError(command, file, result);
-    }
-    const stdout = typeof result.stdout === 'string' ? result.stdout : '';
-    const stderr = streamed ? streamed.kept() : typeof result.stderr === 'string' ? result.stderr : '';
-    const exitCode = result.exitCode ?? 1;
+    const result = await runProcess(file, args, {
+      env,
+      ...(command.input !== undefined ? { input: command.input } : {}),
+      ...(command.interactive ? { interactive: true } : {}),
+      ...(streamed ? { onStderrLine: streamed.line } : {}),
+    });
+    if (result.spawnError) throw this.translateSpawnError(command, file, result.spawnError);
+    if (result.exitCode === undefined) throw this.translateSpawnError(command, file, killedError(result));
+    const stdout = result.stdout;
+    const stderr = streamed ? streamed.kept() : result.stderr;
+    const exitCode = result.exitCode;
     const environment = exitCode !== 0 ? this.environmentError(command, stderr) : undefined;
     if (environment) throw environment;
     if (exitCode !== 0 && !options.allowFailure) {
@@ -177,14 +170,13 @@ export class Runner {
    * A stderr that is shown line by line as it comes (progress.commandOutput) and not buffered whole
    * (a build log may be long): only its first and last lines are kept.
    */
-  private stderrStream(): { transform: (line: unknown) => Generator<never, void, unknown>; kept: () => string } {
+  private stderrStream(): { line: (text: string) => void; kept: () => string } {
     const head: string[] = [];
     const tail: string[] = [];
     let dropped = false;
     const progress = this.progress;
     return {
-      *transform(line: unknown) {
-        const text = String(line);
+      line(text: string) {
         progress.commandOutput(text);
         if (head.length < STREAM_HEAD_LINES) head.push(text);
         else {
@@ -207,15 +199,7 @@ export class Runner {
   startSession(command: Command, timeoutMs?: number): Session {
     if (this.verbose) this.echo(`${shellLine(this.argv(command))} (session)`);
     const [file, ...args] = this.argv(command) as [string, ...string[]];
-    const child = execa(file, args, {
-      reject: false,
-      env: command.tool === 'guestfish' ? this.settings.guestfsEnv : {},
-      stdin: 'pipe',
-      stdout: 'pipe',
-      stderr: 'pipe',
-      buffer: { stdout: false, stderr: true },
-    });
-    return new Session(this, command, child, timeoutMs);
+    return new Session(this, command, startProcess(file, args, command.tool === 'guestfish' ? this.settings.guestfsEnv : {}), timeoutMs);
   }
 
   /** Used by Session: a change batch under --dry-run is printed, otherwise counted and echoed. */
@@ -260,7 +244,10 @@ export class Runner {
   }
 }
 
-type Child = ReturnType<typeof execa>;
+/** A process that ended without an exit code: killed by a signal. */
+function killedError(result: Finished): Error {
+  return Object.assign(new Error(`killed by signal ${result.signal ?? 'unknown'}`), { shortMessage: `killed by signal ${result.signal ?? 'unknown'}` });
+}
 
 /** How long one batch may take before the session is given up (a guestfish launch under TCG takes 15-30 s). */
 export const SESSION_BATCH_TIMEOUT_MS = 10 * 60 * 1000;
@@ -278,31 +265,27 @@ export class Session {
   private readonly markerBase = `::ivm-batch-${crypto.randomBytes(12).toString('hex')}`;
   private readonly done: Promise<{ exitCode?: number; stderr?: unknown }>;
   private spawnError: Error | undefined;
+  private readonly child: Running['child'];
 
   constructor(
     private readonly runner: Runner,
     private readonly command: Command,
-    private readonly child: Child,
+    running: Running,
     private readonly timeoutMs = SESSION_BATCH_TIMEOUT_MS,
   ) {
+    const child = running.child;
+    this.child = child;
     // A program that died early closes its input: the failure is reported from its exit, not as EPIPE.
     child.stdin?.on('error', () => undefined);
     child.stdout?.on('data', (chunk: Buffer) => {
       this.output = Buffer.concat([this.output, chunk]);
     });
-    this.done = (child as unknown as Promise<{ exitCode?: number; stderr?: unknown }>).then(
-      (result) => {
-        this.exited = true;
-        const outcome = result as { failed?: boolean; exitCode?: number };
-        if (outcome.failed && outcome.exitCode === undefined && !this.timedOut) this.spawnError = result as unknown as Error;
-        return result;
-      },
-      (error: Error) => {
-        this.exited = true;
-        this.spawnError = error;
-        return { exitCode: undefined };
-      },
-    );
+    this.done = running.done.then((result) => {
+      this.exited = true;
+      if (result.spawnError) this.spawnError = result.spawnError;
+      else if (result.exitCode === undefined && !this.timedOut) this.spawnError = killedError(result);
+      return { exitCode: result.exitCode, stderr: result.stderr };
+    });
   }
 
   private timedOut = false;
