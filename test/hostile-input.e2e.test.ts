@@ -45,6 +45,8 @@ describe('hostile input: links, odd files and folders (nothing followed, nothing
   let secret: string;
 
   beforeAll(async () => {
+    // Left over by an interrupted run (or by a run of an ivm that followed these links).
+    for (const name of ['linkhosts', 'linkkey', 'donor', 'fifo', 'realone', 'linkdir', 'linkmeta', 'linkxml', 'linkrec', 'linkvar']) await cleanupDomain(name);
     project = await makeTestProject('ivm-hostile-');
     await project.useStandinBase('a');
     secret = path.join(project.root, 'root-only-secret');
@@ -255,7 +257,11 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
     const mkfs = r.stderr.split('\n').filter((line) => /^\+ mkfs\.ext4 /.test(line));
     expect(mkfs).toHaveLength(1);
     expect(mkfs[0]).toMatch(new RegExp(`-d ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/tree `));
-    expect(r.stderr).not.toContain(`${path.join(project.root, 'machines')}/`);
+    // No privileged tool (or e2fsprogs) is given a path of the project's machines/ (nix eval, run as
+    // the user, reads meta.nix there: that is its job).
+    const tools = r.stderr.split('\n').filter((line) => /^\+ (\S+ )*(mkfs\.ext4|debugfs|qemu-img|guestfish|cp|chmod|ln|mv) /.test(line));
+    expect(tools.length).toBeGreaterThanOrEqual(6);
+    for (const line of tools) expect(line).not.toContain(`${path.join(project.root, 'machines')}/`);
     // The private folder is gone afterwards.
     expect(fs.readdirSync(path.join(project.root, '.ivm')).filter((f) => f.startsWith('stage-'))).toEqual([]);
     await writeVarFile(varDisk, SENTINEL, sentinel);
@@ -270,8 +276,8 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
     expectClean(results[1]!, 3, new RegExp(`${VM} is locked by ivm upgrade \\(pid \\d+, since [^)]+\\); waited 1 s, nothing was changed`));
     expect(results[0]!.stdout).toContain('identity: added udp_ports');
     // guestfish (root, through SUDO) uploads a private copy, never the project's file.
-    const uploads = results[0]!.stderr.split('\n').filter((line) => /^guestfish> upload /.test(line));
-    expect(uploads).toEqual([expect.stringMatching(new RegExp(`^guestfish> upload ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/udp_ports /identity/\\.udp_ports\\.ivm-new$`))]);
+    const uploads = results[0]!.stderr.split('\n').filter((line) => /^\+ guestfish> upload /.test(line));
+    expect(uploads).toEqual([expect.stringMatching(new RegExp(`^\\+ guestfish> upload ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/udp_ports /identity/\\.udp_ports\\.ivm-new$`))]);
     await waitUntilUnused(varDisk);
     expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
     expect((await readVarFile(varDisk, '/identity/udp_ports'))?.toString()).toBe('5353\n');

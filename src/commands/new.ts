@@ -7,18 +7,8 @@ import type { ContextFactory } from '../cli.ts';
 import { BadInputError, RefusedError } from '../errors.ts';
 import type { Catalogue, NewMachineOptions } from '../core/new-machine.ts';
 
-interface NewFlags {
-  profile?: string[];
-  memory?: string;
-  vcpus?: string;
-  varSize?: string;
-  network?: string;
-  bridge?: string;
-  ip?: string;
-  system?: string;
-  virtType?: string;
-  from?: string;
-}
+/** The flags as commander gives them: NewMachineOptions, with --profile under commander's name. */
+type NewFlags = Omit<NewMachineOptions, 'profiles'> & { profile?: string[] };
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
