@@ -80,6 +80,8 @@ describe('review defects (real qemu-img and libvirt, no boot)', () => {
   it('qemu-img printing no JSON is a clear error naming the command and the file: status exits 1, gc 3 and deletes nothing', async () => {
     const name = 'e2e-json';
     project.addMachine(name, testMeta());
+    // status reports only a machine ivm made a VM of: it needs its identity.
+    expect((await project.ivm(['identity', name])).exitCode).toBe(0);
     const boot = path.join(project.vmDir, `${name}-boot.qcow2`);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', boot, '16M']);
     const keep = path.join(project.baseDir, baseName('c', 'keep-base'));
