@@ -47,6 +47,14 @@ build-libvirt-xml *names:
 identity name:
     {{ ivm }} identity "$@"
 
+# Write a new machine: meta.nix, default.nix, identity, git add (flags: --profile a,b --memory --var-size --bridge --ip --from ...)
+new-vm name *flags:
+    {{ ivm }} new "$@"
+
+# List the profile catalogue (flag: --json)
+profiles *flags:
+    {{ ivm }} profiles "$@"
+
 # Create a VM: boot overlay, /var disk with identity, XML, define (flags: --no-build, --start)
 create-vm name *flags:
     {{ ivm }} create "$@"

@@ -33,7 +33,7 @@ describe('Justfile', () => {
     const everyDay = [
       'upgrade-vm name *flags', 'rollback-vm name *flags', 'recreate-vm name *flags', 'status name *flags', 'gc *flags',
       'ip name *flags', 'wait name *flags', 'ssh name *command', 'ssh-admin name *command', 'doctor *flags', 'host-setup *flags',
-      'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell',
+      'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell', 'new-vm name *flags', 'profiles *flags',
     ];
     for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));
     for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {
