@@ -1,7 +1,7 @@
 // The ivm command line: global options, one command per file in src/commands/, and the one place
 // where errors become a message and an exit code.
 import { Command, CommanderError } from 'commander';
-import { ExitCode, IvmError } from './errors.ts';
+import { ExitCode, IvmError, fileSystemError } from './errors.ts';
 import { registerBuild } from './commands/build.ts';
 import { registerCreate } from './commands/create.ts';
 import { registerIdentity } from './commands/identity.ts';
@@ -66,29 +66,6 @@ export function buildProgram(): Command {
     register(program, makeContext);
   }
   return program;
-}
-
-/**
- * A file ivm reads or writes itself (identity files, XML, build records) that this user may not
- * touch, or a file where a folder belongs: the host's state, said plainly, never a stack trace.
- */
-function fileSystemError(error: unknown): IvmError | undefined {
-  const { code, path: file, syscall } = (error ?? {}) as NodeJS.ErrnoException;
-  if (typeof file !== 'string' || typeof code !== 'string') return undefined;
-  const what = `${syscall ?? 'use'} ${file}`;
-  if (code === 'EACCES' || code === 'EPERM') {
-    return new IvmError(`permission denied: cannot ${what}`, {
-      exitCode: ExitCode.environment,
-      hint: 'it belongs to another user (made by a run as root?): run ivm as that user, or give it back: sudo chown -R "$USER" on it',
-    });
-  }
-  if (code === 'EROFS') return new IvmError(`cannot ${what}: the filesystem is read-only`, { exitCode: ExitCode.environment });
-  if (code === 'ENOTDIR' || code === 'EISDIR') {
-    return new IvmError(`cannot ${what}: ${code === 'ENOTDIR' ? 'a file stands where a folder belongs' : 'a folder stands where a file belongs'}`, {
-      exitCode: ExitCode.badInput,
-    });
-  }
-  return undefined;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -77,6 +77,30 @@ export class VirtlogdMissingError extends IvmError {
   }
 }
 
+/**
+ * A file ivm reads or writes itself (identity files, XML, build records) that this user may not
+ * touch, or a file where a folder belongs: the host's state, said plainly, never a stack trace.
+ */
+export function fileSystemError(error: unknown): IvmError | undefined {
+  const { code, path: file, syscall } = (error ?? {}) as NodeJS.ErrnoException;
+  if (typeof file !== 'string' || typeof code !== 'string') return undefined;
+  const what = `${syscall ?? 'use'} ${file}`;
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new IvmError(`permission denied: cannot ${what}`, {
+      exitCode: ExitCode.environment,
+      hint: 'it belongs to another user (made by a run as root?): run ivm as that user, or give it back: sudo chown -R "$USER" on it',
+    });
+  }
+  if (code === 'EROFS') return new IvmError(`cannot ${what}: the filesystem is read-only`, { exitCode: ExitCode.environment });
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new IvmError(`cannot ${what}: no space left on its filesystem`, { exitCode: ExitCode.environment, hint: 'free some space there and run the command again' });
+  if (code === 'ENOTDIR' || code === 'EISDIR') {
+    return new IvmError(`cannot ${what}: ${code === 'ENOTDIR' ? 'a file stands where a folder belongs' : 'a folder stands where a file belongs'}`, {
+      exitCode: ExitCode.badInput,
+    });
+  }
+  return undefined;
+}
+
 export function indent(text: string, prefix = '  '): string {
   return text
     .split('\n')

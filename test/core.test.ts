@@ -266,3 +266,31 @@ describe('a static address on a bridge (meta.nix)', () => {
     expect(() => meta(extra)).toThrow(message);
   });
 });
+
+describe('fixes from a review of the hardening', () => {
+  it('a VM folder named ..something inside the base folder is inside it', async () => {
+    const { checkImageFolders } = await import('../src/core/base-dir.ts');
+    expect(() => checkImageFolders({ baseDir: '/srv/ivm-b', vmDir: '/srv/ivm-b/..vm' }, {})).toThrow(/is inside IVM_BASE_DIR/);
+    expect(() => checkImageFolders({ baseDir: '/srv/ivm-b', vmDir: '/srv/ivm-v' }, {})).not.toThrow();
+  });
+  it('a bridge gateway: not the network or broadcast address; on-link with a /32', () => {
+    const meta = (extra: Record<string, unknown>) => validateMeta('m.nix', { system: 'x86_64-linux', bridge: 'br0', ...extra });
+    expect(() => meta({ ipAddress: '192.168.1.50/24', gateway: '192.168.1.0' })).toThrow(/is the network's own address/);
+    expect(() => meta({ ipAddress: '192.168.1.50/24', gateway: '192.168.1.255' })).toThrow(/is the network's broadcast address/);
+    expect(meta({ ipAddress: '203.0.113.7/32', gateway: '203.0.113.1' }).staticNetwork?.gateway).toBe('203.0.113.1');
+  });
+  it('a pending identity file is made at its owner and mode before its content is uploaded', async () => {
+    const { syncScript } = await import('../src/core/identity-sync.ts');
+    const source = { name: 'ssh_host_ed25519_key', local: '/stage/key', mode: '0600', content: Buffer.from('k') };
+    const script = syncScript([source], { added: [source.name], changed: [], fixed: [], removed: [], fixDir: false, unreadable: [], notRegular: [] });
+    const at = (line: string) => script.indexOf(line);
+    const pending = '/identity/.ssh_host_ed25519_key.ivm-new';
+    expect(at(`touch ${pending}`)).toBeGreaterThan(-1);
+    expect(at(`touch ${pending}`)).toBeLessThan(at(`chmod 0600 ${pending}`));
+    expect(at(`chmod 0600 ${pending}`)).toBeLessThan(at(`upload /stage/key ${pending}`));
+    expect(at(`upload /stage/key ${pending}`)).toBeLessThan(at(`rename ${pending} /identity/ssh_host_ed25519_key`));
+    // /identity itself: a link or a file there is removed itself before the folder is made.
+    const fixing = syncScript([source], { added: [source.name], changed: [], fixed: [], removed: [], fixDir: true, unreadable: [], notRegular: [] });
+    expect(fixing.indexOf('-rm /identity')).toBeLessThan(fixing.indexOf('mkdir-p /identity'));
+  });
+});

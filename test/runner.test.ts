@@ -348,3 +348,32 @@ describe('runner: a command whose stderr is streamed (streamStderr, for nix buil
     fs.rmSync(dir, { recursive: true });
   });
 });
+
+describe('fixes from a review of the hardening (real processes)', () => {
+  it('with HOST_CMD, a file\'s kind is asked of the host in words that do not depend on its language', async () => {
+    const { hostFile } = await import('../src/core/vm-files.ts');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-hostfile-'));
+    fs.writeFileSync(path.join(dir, 'f'), 'x');
+    fs.writeFileSync(path.join(dir, 'empty'), '');
+    fs.symlinkSync(path.join(dir, 'f'), path.join(dir, 'l'));
+    const { r } = runner({ HOST_CMD: 'env LANG=de_DE.UTF-8 LC_ALL=de_DE.UTF-8', SUDO: '' });
+    expect((await hostFile(r, path.join(dir, 'f'))).kind).toBe('file');
+    expect((await hostFile(r, path.join(dir, 'empty'))).kind).toBe('file');
+    expect((await hostFile(r, dir)).kind).toBe('folder');
+    expect((await hostFile(r, path.join(dir, 'l'))).kind).toBe('link');
+    expect((await hostFile(r, path.join(dir, 'missing'))).kind).toBe('missing');
+    expect((await hostFile(r, path.join(dir, 'f'))).id).toMatch(/^\d+:\d+$/);
+    fs.rmSync(dir, { recursive: true });
+  });
+  it('a session whose program does not exit after its input ends is stopped within the time limit, not waited on forever', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-stuck-'));
+    const stuck = path.join(dir, 'stuck-guestfish');
+    fs.writeFileSync(stuck, '#!/bin/sh\nexec sleep 60\n', { mode: 0o755 });
+    const { r } = runner({ GUESTFISH: stuck });
+    const session = r.startSession({ tool: 'guestfish', args: [], mutates: false }, 1000);
+    const started = Date.now();
+    await expect(session.close()).rejects.toThrow(/did not exit within 1 s after its last batch; it was stopped/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    fs.rmSync(dir, { recursive: true });
+  });
+});

@@ -24,7 +24,7 @@ export function canonical(file: string): string {
 /** True when `file` lies inside `dir` (after resolving symlinks). */
 export function isInside(dir: string, file: string): boolean {
   const rel = path.relative(canonical(dir), canonical(file));
-  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
 }
 
 /** Refuses (exit 3) a base image outside IVM_BASE_DIR. */

@@ -207,7 +207,8 @@ export function syncScript(sources: IdentitySource[], diff: IdentityDiff): strin
     );
   }
   const lines: string[] = [];
-  if (diff.fixDir) lines.push(fishLine('mkdir-p', VAR_IDENTITY_DIR), fishLine('chmod', DIR_MODE, VAR_IDENTITY_DIR), fishLine('chown', '0', '0', VAR_IDENTITY_DIR));
+  // A link or a file squatting /identity is removed itself (never followed), a real folder stays.
+  if (diff.fixDir) lines.push(fishLine('-rm', VAR_IDENTITY_DIR), fishLine('mkdir-p', VAR_IDENTITY_DIR), fishLine('chmod', DIR_MODE, VAR_IDENTITY_DIR), fishLine('chown', '0', '0', VAR_IDENTITY_DIR));
   if (diff.fixSecretsDir) {
     // A file squatting the name goes first; the folder is closed (0700) before any secret enters it.
     if (diff.removed.includes(SECRETS_FOLDER)) throw new Error('internal: the secrets folder both fixed and removed');
@@ -218,7 +219,9 @@ export function syncScript(sources: IdentitySource[], diff: IdentityDiff): strin
   for (const name of diff.removed) lines.push(fishLine('rm-rf', `${VAR_IDENTITY_DIR}/${name}`));
   for (const source of rewrite) {
     const pending = pendingName(source.name);
-    lines.push(fishLine('rm-rf', pending), fishLine('upload', source.local, pending), fishLine('chown', '0', '0', pending), fishLine('chmod', source.mode, pending));
+    // Made at its owner and mode before any content goes in (upload keeps an existing file's mode):
+    // a host key cut off midway is never readable by others.
+    lines.push(fishLine('rm-rf', pending), fishLine('touch', pending), fishLine('chown', '0', '0', pending), fishLine('chmod', source.mode, pending), fishLine('upload', source.local, pending));
   }
   // Only when every new file is complete: a failure above leaves every old file in place.
   for (const source of rewrite) {

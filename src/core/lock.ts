@@ -147,9 +147,11 @@ async function acquire(file: string, what: string, verb: string): Promise<void> 
     if (kind !== 'file' && kind !== 'missing') throw new UnsafeFileError(file, kind === 'link' ? 'a symbolic link' : 'not a lock file');
     let holder: LockHolder | undefined;
     let inode: number | undefined;
+    let text = '';
     try {
       inode = fs.lstatSync(file).ino;
-      holder = parseHolder(readRegularText(file));
+      text = readRegularText(file);
+      holder = parseHolder(text);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile
       throw error;
@@ -157,9 +159,10 @@ async function acquire(file: string, what: string, verb: string): Promise<void> 
     // A lock file is written whole before it gets its name, so one that does not parse was not
     // made by ivm's lock: it is never taken over, only reported.
     if (holder && !holderAlive(holder)) {
-      // Taken over only if it is still the same file (not one a third run made meanwhile).
+      // Taken over only if it is still the same file with the same holder (pid, start and time make
+      // each lock's text its own: a third run's new lock may even reuse the inode number).
       try {
-        if (fs.lstatSync(file).ino === inode) fs.unlinkSync(file);
+        if (fs.lstatSync(file).ino === inode && readRegularText(file) === text) fs.unlinkSync(file);
       } catch {
         /* gone already */
       }

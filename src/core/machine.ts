@@ -131,8 +131,12 @@ function staticAddress(meta: Record<string, unknown>, fail: (what: string) => ne
   const gateway = meta.gateway;
   if (gateway !== undefined) {
     if (typeof gateway !== 'string' || parseIpv4(gateway) === undefined) fail(`\`gateway\` must be an IPv4 address, not ${JSON.stringify(gateway)}`);
-    if (!contains(net, gateway as string)) fail(`\`gateway\` ${String(gateway)} is outside ${net.text}, the prefix of \`ipAddress\` ${String(text)}: the VM could not reach it`);
+    // A /32 (some hosting providers) reaches its gateway on-link, outside the prefix.
+    if (prefix < 32 && !contains(net, gateway as string)) fail(`\`gateway\` ${String(gateway)} is outside ${net.text}, the prefix of \`ipAddress\` ${String(text)}: the VM could not reach it`);
     if (gateway === match![1]) fail('`gateway` is the VM\'s own address');
+    if (prefix < 31 && (parseIpv4(gateway as string) === net.network || gateway === net.broadcast)) {
+      fail(`\`gateway\` ${String(gateway)} is the network's ${parseIpv4(gateway as string) === net.network ? 'own address' : 'broadcast address'}, not a host's`);
+    }
   }
   const dns = meta.dns ?? [];
   if (!Array.isArray(dns) || !dns.every((d) => typeof d === 'string' && parseIpv4(d) !== undefined)) {

@@ -1,6 +1,6 @@
 // An operation as data: the steps it will take, each with how to undo it. One mechanism prints a
 // plan (--dry-run), runs it, and rolls back the steps already done when a later one fails.
-import { IvmError } from '../errors.ts';
+import { IvmError, fileSystemError } from '../errors.ts';
 import { readRegularFile, regularFileExists, removeFile, writeFileAtomic } from './safe-files.ts';
 import type { Command, Runner } from '../host/runner.ts';
 
@@ -15,7 +15,9 @@ export interface Plan {
 
 /** Shown with the first error when a plan had to be rolled back. */
 export class PlanFailedError extends IvmError {
-  constructor(cause: IvmError | Error, step: Step, undone: string[], undoErrors: string[]) {
+  constructor(error: IvmError | Error, step: Step, undone: string[], undoErrors: string[]) {
+    // A file the user may not touch (EACCES, EROFS, ...) keeps its exit code and hint through the rollback.
+    const cause = error instanceof IvmError ? error : (fileSystemError(error) ?? error);
     const lines = [`${step.title} failed: ${cause.message}`];
     if (undone.length > 0) lines.push(`rolled back: ${undone.join('; ')}`);
     if (undoErrors.length > 0) lines.push(`could not roll back (clean up by hand): ${undoErrors.join('; ')}`);

@@ -1,6 +1,6 @@
 // ivm upgrade and ivm rollback: move a stopped VM to another base, resync its identity, redefine it.
 // Its /var data is never touched: only /identity on the /var filesystem changes.
-import { IvmError, RefusedError } from '../errors.ts';
+import { IvmError, RefusedError, fileSystemError } from '../errors.ts';
 import { virshCommand } from '../host/virsh.ts';
 import type { Session } from '../host/runner.ts';
 import { requireBaseInBaseDir } from './base-dir.ts';
@@ -60,8 +60,9 @@ async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions
 }
 
 /** The error of a failed change to a VM that --restart had stopped: it says the VM was left off. */
-function leftStopped(error: unknown, name: string): unknown {
-  if (!(error instanceof IvmError)) return error;
+function leftStopped(failure: unknown, name: string): unknown {
+  const error = failure instanceof IvmError ? failure : fileSystemError(failure);
+  if (!error) return failure;
   const hint = [error.hint, `${name} was left shut off; once this is fixed, run the command again, or start it as it is: ivm start ${name}`].filter(Boolean).join('\n');
   return new IvmError(error.message, { exitCode: error.exitCode, hint });
 }

@@ -13,12 +13,11 @@ export interface HostFile {
   id: string | undefined;
 }
 
-const STAT_KINDS: Record<string, FileKind> = {
-  'regular file': 'file',
-  'regular empty file': 'file',
-  directory: 'folder',
-  'symbolic link': 'link',
-};
+/** The file type bits of a raw mode (stat's %f, hex: the same in every language). */
+function kindOfMode(mode: number): FileKind {
+  const type = mode & 0o170000;
+  return type === 0o100000 ? 'file' : type === 0o040000 ? 'folder' : type === 0o120000 ? 'link' : 'other';
+}
 
 /** What is at `file` on the host, without following a link there. Read-only: runs under --dry-run too. */
 export async function hostFile(runner: Runner, file: string): Promise<HostFile> {
@@ -28,13 +27,17 @@ export async function hostFile(runner: Runner, file: string): Promise<HostFile> 
     const st = fs.lstatSync(file);
     return { kind, id: `${st.dev}:${st.ino}` };
   }
-  const result = await runner.run({ tool: 'stat', args: ['-c', '%F|%d:%i', '--', file], mutates: false }, { allowFailure: true });
+  const command = { tool: 'stat' as const, args: ['-c', '%f|%d:%i', '--', file], mutates: false };
+  const result = await runner.run(command, { allowFailure: true });
   if (result.exitCode !== 0) {
-    if (/No such file or directory|Not a directory/.test(result.stderr)) return { kind: 'missing', id: undefined };
-    throw runner.failure({ tool: 'stat', args: ['-c', '%F|%d:%i', '--', file], mutates: false }, result.exitCode, result.stderr);
+    // stat's message is in the host's language: whether the file is there is asked of test(1),
+    // whose exit status says it in every language (1: neither a file nor a link).
+    const there = await runner.run({ tool: 'test', args: ['-e', file, '-o', '-L', file], mutates: false }, { allowFailure: true });
+    if (there.exitCode === 1) return { kind: 'missing', id: undefined };
+    throw runner.failure(command, result.exitCode, result.stderr);
   }
-  const [type = '', id] = result.stdout.trim().split('|');
-  return { kind: STAT_KINDS[type] ?? 'other', id };
+  const [mode = '', id] = result.stdout.trim().split('|');
+  return { kind: kindOfMode(Number.parseInt(mode, 16)), id };
 }
 
 /** True when a regular file is at `file` on the host, false when nothing is; a link or anything else is refused. */

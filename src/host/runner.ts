@@ -324,18 +324,32 @@ export class Session {
     }
   }
 
-  /** Stops the program if it still runs (after an error): the disk it holds is released. */
+  /** Stops the program if it still runs (after an error): the disk it holds is released. SIGKILL if SIGTERM is not enough. */
   abort(): void {
     if (this.exited) return;
     this.child.stdin?.end();
     this.child.kill('SIGTERM');
+    const child = this.child;
+    setTimeout(() => {
+      if (!this.exited) child.kill('SIGKILL');
+    }, 5000).unref();
   }
 
-  /** Ends the session (closing its input) and checks that the program exited cleanly. */
+  /** Ends the session (closing its input) and checks that the program exited cleanly, within the batch time limit. */
   async close(): Promise<void> {
     this.child.stdin?.end();
-    const result = await this.done;
-    if (this.spawnError || result.exitCode !== 0) throw await this.failed();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(() => resolve('expired'), this.timeoutMs);
+    });
+    const outcome = await Promise.race([this.done, expired]);
+    clearTimeout(timer);
+    if (outcome === 'expired') {
+      this.timedOut = true;
+      this.abort();
+      throw new IvmError(`${this.command.tool} did not exit within ${Math.round(this.timeoutMs / 1000)} s after its last batch; it was stopped (${shellLine(this.runner.argv(this.command))})`);
+    }
+    if (this.spawnError || outcome.exitCode !== 0) throw await this.failed();
   }
 
   private async failed(): Promise<Error> {

@@ -16,6 +16,7 @@ export type ToolName =
   | 'chown'
   | 'tee'
   | 'stat'
+  | 'test'
   | 'mkfs.ext4'
   | 'debugfs'
   | 'ssh'
@@ -67,6 +68,8 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   tee: { program: 'tee', root: true, packages: coreutils },
   /** What a file in the image folders is, asked on the host itself when HOST_CMD is set. */
   stat: { program: 'stat', root: true, packages: coreutils },
+  /** Whether a path is there at all, asked on the host (its exit status is the same in every language). */
+  test: { program: 'test', root: true, packages: coreutils },
   /** A new /var filesystem, built from a staged tree into the user's own raw file: no root needed. */
   'mkfs.ext4': { program: 'mkfs.ext4', root: false, packages: e2fsprogs },
   /** Sets owners on that raw file (debugfs -w), without root. */
