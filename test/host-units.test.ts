@@ -310,3 +310,13 @@ describe('the backing file from the qcow2 header (no qemu-img process per VM)', 
     fsm.rmSync(dir, { recursive: true });
   });
 });
+
+describe('IVM_LOCK_WAIT', () => {
+  it('is read once with the other settings: whole seconds, else a clear error', async () => {
+    const { readSettings } = await import('../src/host/settings.ts');
+    expect(readSettings({}).lockWaitSeconds).toBe(10);
+    expect(readSettings({ IVM_LOCK_WAIT: '0' }).lockWaitSeconds).toBe(0);
+    expect(readSettings({ IVM_LOCK_WAIT: '25' }).lockWaitSeconds).toBe(25);
+    for (const bad of ['-1', '1.5', 'soon']) expect(() => readSettings({ IVM_LOCK_WAIT: bad })).toThrow(/IVM_LOCK_WAIT=.* must be a whole number of seconds/);
+  });
+});

@@ -11,9 +11,6 @@ import { ExitCode, IvmError } from '../errors.ts';
 import type { Context } from './context.ts';
 import { createFileExclusive, ensureFolder, kindOf, readRegularText, UnsafeFileError } from './safe-files.ts';
 
-/** How long a second run waits for a lock before it refuses (IVM_LOCK_WAIT, seconds). */
-export const DEFAULT_LOCK_WAIT_SECONDS = 10;
-
 export interface LockHolder {
   pid: number;
   /** The holder's start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid. */
@@ -88,12 +85,6 @@ export function lockFile(ctx: Context, key: string): string {
   return path.join(ctx.project.stateDir, 'locks', `${key}.lock`);
 }
 
-function waitSeconds(): number {
-  const value = process.env.IVM_LOCK_WAIT;
-  if (value === undefined || value === '') return DEFAULT_LOCK_WAIT_SECONDS;
-  const n = Number(value);
-  return Number.isFinite(n) && n >= 0 ? n : DEFAULT_LOCK_WAIT_SECONDS;
-}
 
 /** Takes the lock (waiting up to IVM_LOCK_WAIT seconds), runs `work`, releases it. */
 export async function withLock<T>(ctx: Context, key: string, what: string, verb: string, work: () => Promise<T>): Promise<T> {
@@ -108,7 +99,7 @@ export async function withLock<T>(ctx: Context, key: string, what: string, verb:
       held.set(file, held.get(file)! - 1);
     }
   }
-  await acquire(file, what, verb);
+  await acquire(file, what, verb, ctx.settings.lockWaitSeconds);
   held.set(file, 1);
   try {
     return await work();
@@ -130,11 +121,10 @@ export function withBaseLock<T>(ctx: Context, verb: string, work: () => Promise<
 
 const ownToken = () => JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) });
 
-async function acquire(file: string, what: string, verb: string): Promise<void> {
+async function acquire(file: string, what: string, verb: string, wait: number): Promise<void> {
   ensureFolder(path.dirname(file), 0o700);
   const me: LockHolder = { pid: process.pid, startTime: processStartTime(process.pid), verb, host: os.hostname(), since: new Date().toISOString() };
   const content = `${JSON.stringify(me)}\n`;
-  const wait = waitSeconds();
   const deadline = Date.now() + wait * 1000;
   for (;;) {
     try {

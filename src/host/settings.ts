@@ -24,6 +24,8 @@ export interface Settings {
   ovmf: { code: string; vars: string } | undefined;
   /** The test suite's switches: all off unless IVM_TEST_HARNESS=1. */
   testing: TestSwitches;
+  /** IVM_LOCK_WAIT: seconds a run waits for a lock another run holds (default 10). */
+  lockWaitSeconds: number;
 }
 
 /**
@@ -116,5 +118,13 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env, uid = process
     vmDir: env.IVM_VM_DIR ? path.resolve(env.IVM_VM_DIR) : defaults.vmDir,
     ovmf: code && vars ? { code, vars } : undefined,
     testing: testSwitches(env),
+    lockWaitSeconds: lockWait(env.IVM_LOCK_WAIT),
   };
+}
+
+/** IVM_LOCK_WAIT: whole seconds, 0 or more; anything else is a clear error, not a silent default. */
+function lockWait(value: string | undefined): number {
+  if (value === undefined || value === '') return 10;
+  if (!/^\d+$/.test(value)) throw new BadInputError(`IVM_LOCK_WAIT=${value} must be a whole number of seconds (0 or more)`);
+  return Number(value);
 }
