@@ -16,8 +16,8 @@ import path from 'node:path';
 import { cleanupDomain, ensureNetwork, virsh } from '../test/support/libvirt.ts';
 import { makeTestProject, testMeta, type TestProject } from '../test/support/ivm.ts';
 import { initVarScript } from '../test/support/var-disk.ts';
-import { identitySources } from '../src/core/identity.ts';
-import { VAR_DIRS, VAR_IDENTITY_DIR } from '../src/core/identity-files.ts';
+import { identitySources } from '../src/core/identity/identity.ts';
+import { VAR_DIRS, VAR_IDENTITY_DIR } from '../src/core/identity/identity-files.ts';
 
 // Sizes: arguments, or BENCH_SIZES="1 5" (npm run bench passes no arguments through).
 const counts = [...process.argv.slice(2), ...(process.env.BENCH_SIZES ?? '').split(/\s+/)].map(Number).filter((n) => n > 0);

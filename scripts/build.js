@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run build: compiles src/ to dist/ with tsc (tsconfig.build.json) and copies the other files
-// of src/ the CLI reads at run time (src/core/domain.xml.hbs), so that nothing is compiled when ivm
+// of src/ the CLI reads at run time (src/core/vm/domain.xml.hbs), so that nothing is compiled when ivm
 // runs. `npm install`/`npm ci` (the prepare script) and the test suite (vitest's globalSetup) run it.
 //
 // tsc writes into a fresh folder first; dist/ is then brought up to date file by file, each changed

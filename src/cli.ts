@@ -20,7 +20,7 @@ import { registerNew } from './commands/new.ts';
 import { registerProfiles } from './commands/profiles.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import type { Context } from './core/context.ts';
-import { findProject } from './core/project.ts';
+import { findProject } from './core/machine/project.ts';
 import { loadRunnerOf, runnerOf } from './commands/lazy-runner.ts';
 
 

@@ -5,14 +5,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderDomainXml } from '../src/core/domain-xml.ts';
-import { domainUuid, macAddress, planIdentity, writeIdentity } from '../src/core/identity.ts';
-import { networkConf, sizeInBytes, validateMeta, type Machine } from '../src/core/machine.ts';
-import { MACHINE_NAME, validateMachineName } from '../src/core/names.ts';
-import { formatPrivateKey, generateKeyPair, parsePrivateKey } from '../src/core/openssh-key.ts';
-import { projectAt } from '../src/core/project.ts';
+import { renderDomainXml } from '../src/core/vm/domain-xml.ts';
+import { domainUuid, macAddress, planIdentity, writeIdentity } from '../src/core/identity/identity.ts';
+import { networkConf, sizeInBytes, validateMeta, type Machine } from '../src/core/machine/machine.ts';
+import { MACHINE_NAME, validateMachineName } from '../src/core/machine/names.ts';
+import { formatPrivateKey, generateKeyPair, parsePrivateKey } from '../src/core/identity/openssh-key.ts';
+import { projectAt } from '../src/core/machine/project.ts';
 import { initVarScript } from './support/var-disk.ts';
-import { vmPaths } from '../src/core/vm-paths.ts';
+import { vmPaths } from '../src/core/disks/vm-paths.ts';
 import { BadInputError } from '../src/errors.ts';
 import { readSettings } from '../src/host/settings.ts';
 import { createProgress, formatElapsed, type ProgressOptions } from '../src/core/progress.ts';
@@ -269,7 +269,7 @@ describe('a static address on a bridge (meta.nix)', () => {
 
 describe('fixes from a review of the hardening', () => {
   it('a VM folder named ..something inside the base folder is inside it', async () => {
-    const { checkImageFolders } = await import('../src/core/base-dir.ts');
+    const { checkImageFolders } = await import('../src/core/base/base-dir.ts');
     expect(() => checkImageFolders({ baseDir: '/srv/ivm-b', vmDir: '/srv/ivm-b/..vm' }, {})).toThrow(/is inside IVM_BASE_DIR/);
     expect(() => checkImageFolders({ baseDir: '/srv/ivm-b', vmDir: '/srv/ivm-v' }, {})).not.toThrow();
   });
@@ -280,7 +280,7 @@ describe('fixes from a review of the hardening', () => {
     expect(meta({ ipAddress: '203.0.113.7/32', gateway: '203.0.113.1' }).staticNetwork?.gateway).toBe('203.0.113.1');
   });
   it('a pending identity file is made at its owner and mode before its content is uploaded', async () => {
-    const { syncScript } = await import('../src/core/identity-sync.ts');
+    const { syncScript } = await import('../src/core/identity/identity-sync.ts');
     const source = { name: 'ssh_host_ed25519_key', local: '/stage/key', mode: '0600', content: Buffer.from('k') };
     const script = syncScript([source], { added: [source.name], changed: [], fixed: [], removed: [], fixDir: false, unreadable: [], notRegular: [] });
     const at = (line: string) => script.indexOf(line);

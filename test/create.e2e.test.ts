@@ -9,7 +9,7 @@ import { cleanupDomain, domainState, ensureNetwork, virsh as virshOut, waitForSt
 import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, sha256File } from './support/standin.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
-import { domainUuid, macAddress } from '../src/core/identity.ts';
+import { domainUuid, macAddress } from '../src/core/identity/identity.ts';
 
 const NAME = 'e2e-web';
 

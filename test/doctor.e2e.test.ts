@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureNetwork } from './support/libvirt.ts';
 import { IVM_BIN, makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
-import type { DoctorReport } from '../src/core/doctor.ts';
+import type { DoctorReport } from '../src/core/host/doctor.ts';
 
 async function qcow2(file: string, backing?: string): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -159,7 +159,7 @@ describe('ivm doctor', () => {
 
     fs.writeFileSync(
       path.join(root, 'etc/apparmor.d/abstractions/libvirt-qemu.d/ivm-base-images'),
-      (await import('../src/core/apparmor.ts')).ruleFile(project.baseDir),
+      (await import('../src/core/host/apparmor.ts')).ruleFile(project.baseDir),
     );
     const after = await doctor({ IVM_TEST_SYSROOT: root });
     expect(after.exitCode).toBe(0);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLibvirt, virsh } from './support/libvirt.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
-import { END_MARK, BEGIN_MARK } from '../src/core/apparmor.ts';
+import { END_MARK, BEGIN_MARK } from '../src/core/host/apparmor.ts';
 
 const POOLS = ['basepool', 'vmpool'];
 

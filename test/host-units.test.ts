@@ -1,14 +1,14 @@
 // The host side without processes: CIDR arithmetic, the AppArmor rule text, session-mode settings,
 // hidden home folders, meta.nix ipAddress, network XML, and parsing what virsh prints.
 import { describe, expect, it } from 'vitest';
-import { parseDomifaddr, parseLeases } from '../src/core/address.ts';
-import { abstractionIncludes, ruleFile, withManagedBlock, BEGIN_MARK, END_MARK } from '../src/core/apparmor.ts';
-import { hiddenHomeFolder, isInside } from '../src/core/base-dir.ts';
-import { overlaps, parseCidr } from '../src/core/cidr.ts';
-import { fileDisksOfDomainXml } from '../src/core/gc.ts';
-import { validateMeta } from '../src/core/machine.ts';
-import { networkXml, parseNetworkXml } from '../src/core/net.ts';
-import { classifyProbe, sshArgs, sshOptionPath } from '../src/core/ssh.ts';
+import { parseDomifaddr, parseLeases } from '../src/core/network/address.ts';
+import { abstractionIncludes, ruleFile, withManagedBlock, BEGIN_MARK, END_MARK } from '../src/core/host/apparmor.ts';
+import { hiddenHomeFolder, isInside } from '../src/core/base/base-dir.ts';
+import { overlaps, parseCidr } from '../src/core/network/cidr.ts';
+import { fileDisksOfDomainXml } from '../src/core/base/gc.ts';
+import { validateMeta } from '../src/core/machine/machine.ts';
+import { networkXml, parseNetworkXml } from '../src/core/network/net.ts';
+import { classifyProbe, sshArgs, sshOptionPath } from '../src/core/network/ssh.ts';
 import { BadInputError, IvmError } from '../src/errors.ts';
 import { parseImageJson } from '../src/host/qemu-img.ts';
 import { readSettings, sessionDirs } from '../src/host/settings.ts';
@@ -290,7 +290,7 @@ describe('what qemu-img info prints (JSON)', () => {
 describe('the backing file from the qcow2 header (no qemu-img process per VM)', () => {
   it('reads what qemu-img info reads: absolute, relative (from the overlay\'s folder), none; anything else asks qemu-img', async () => {
     const { execa } = await import('execa');
-    const { qcow2Backing } = await import('../src/core/boot-overlay.ts');
+    const { qcow2Backing } = await import('../src/core/disks/boot-overlay.ts');
     const fsm = await import('node:fs');
     const dir = fsm.mkdtempSync('/tmp/ivm-qcow2-');
     const base = `${dir}/base image.qcow2`;

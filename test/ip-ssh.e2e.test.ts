@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, ensureLibvirt, guestNetworkPrefix, virsh, waitForState } from './support/libvirt.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
 import { parseStandinLog } from './support/standin.ts';
-import { macAddress } from '../src/core/identity.ts';
+import { macAddress } from '../src/core/identity/identity.ts';
 
 const NET = 'ivmt-ipnet';
 const VM = 'e2e-ip-agent';

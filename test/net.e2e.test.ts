@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureLibvirt, TEST_RUN_DIR, virsh } from './support/libvirt.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
-import { macAddress } from '../src/core/identity.ts';
+import { macAddress } from '../src/core/identity/identity.ts';
 
 const NAT = 'ivmt-nat';
 const ISO = 'ivmt-iso';

@@ -25,9 +25,9 @@ import {
   renderMeta,
   selectProfiles,
   type Catalogue,
-} from '../src/core/new-machine.ts';
-import { validateMeta } from '../src/core/machine.ts';
-import { projectAt } from '../src/core/project.ts';
+} from '../src/core/machine/new-machine.ts';
+import { validateMeta } from '../src/core/machine/machine.ts';
+import { projectAt } from '../src/core/machine/project.ts';
 import { Runner } from '../src/host/runner.ts';
 import { readSettings } from '../src/host/settings.ts';
 import { BadInputError } from '../src/errors.ts';

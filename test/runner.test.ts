@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { appArmorHost } from '../src/core/apparmor.ts';
+import { appArmorHost } from '../src/core/host/apparmor.ts';
 import { BadInputError, CommandFailedError, ToolMissingError } from '../src/errors.ts';
 import { Runner } from '../src/host/runner.ts';
 import { readSettings } from '../src/host/settings.ts';
@@ -351,7 +351,7 @@ describe('runner: a command whose stderr is streamed (streamStderr, for nix buil
 
 describe('fixes from a review of the hardening (real processes)', () => {
   it('with HOST_CMD, a file\'s kind is asked of the host in words that do not depend on its language', async () => {
-    const { hostFile } = await import('../src/core/vm-files.ts');
+    const { hostFile } = await import('../src/core/disks/vm-files.ts');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-hostfile-'));
     fs.writeFileSync(path.join(dir, 'f'), 'x');
     fs.writeFileSync(path.join(dir, 'empty'), '');

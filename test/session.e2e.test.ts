@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
-import type { DoctorReport } from '../src/core/doctor.ts';
+import type { DoctorReport } from '../src/core/host/doctor.ts';
 
 const NAME = 'e2e-session';
 

@@ -13,8 +13,8 @@ import { readSettings } from '../src/host/settings.ts';
 import { guestfishCommand } from '../src/host/guestfish.ts';
 import { createDiskCommand } from '../src/host/qemu-img.ts';
 import { initVarScript } from './support/var-disk.ts';
-import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree } from '../src/core/var-image.ts';
-import type { IdentitySource } from '../src/core/identity.ts';
+import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree } from '../src/core/disks/var-image.ts';
+import type { IdentitySource } from '../src/core/identity/identity.ts';
 import identityData from '../identity-files.json' with { type: 'json' };
 import { makeScratchDir } from './support/libvirt.ts';
 

@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import { parseIpv4 } from '../core/cidr.ts';
+import { parseIpv4 } from '../core/network/cidr.ts';
 import { hostContextOf } from './host-context.ts';
 import { wholeSeconds } from './options.ts';
 
@@ -25,7 +25,7 @@ export function registerAddress(program: Command, _context: ContextFactory): voi
     .description("print the VM's IPv4 address: from the guest agent, else its network's DHCP leases, else the ARP table (matched by its MAC); --verbose says which source answered")
     .option('-w, --wait <seconds>', 'keep polling this long while no source knows the address', seconds, 0)
     .action(async (name: string, options: { wait: number }) => {
-      const { findAddress, loadTarget } = await import('../core/address.ts');
+      const { findAddress, loadTarget } = await import('../core/network/address.ts');
       const ctx = context();
       const found = await findAddress(ctx, await loadTarget(ctx, name), options.wait);
       if (ctx.runner.verbose) process.stderr.write(`ivm: ${found.address} from ${found.detail}\n`);
@@ -44,7 +44,7 @@ export function registerAddress(program: Command, _context: ContextFactory): voi
     .option('--address <addr>', 'connect to this address instead of looking it up (e.g. a port forward)', address)
     .option('-p, --port <port>', 'SSH port (default 22)', port)
     .action(async (name: string, command: string[], options: { admin?: boolean; wait: number; address?: string; port?: number }) =>
-      (await import('../core/ssh.ts')).sshVm(context(), name, { admin: Boolean(options.admin), waitSeconds: options.wait, address: options.address, port: options.port }, command),
+      (await import('../core/network/ssh.ts')).sshVm(context(), name, { admin: Boolean(options.admin), waitSeconds: options.wait, address: options.address, port: options.port }, command),
     );
   program
     .command('wait')
@@ -55,6 +55,6 @@ export function registerAddress(program: Command, _context: ContextFactory): voi
     .option('--address <addr>', 'probe this address instead of looking it up', address)
     .option('-p, --port <port>', 'SSH port (default 22)', port)
     .action(async (name: string, options: { timeout: number; admin?: boolean; address?: string; port?: number }) =>
-      (await import('../core/ssh.ts')).waitVm(context(), name, { admin: Boolean(options.admin), timeoutSeconds: options.timeout, address: options.address, port: options.port }),
+      (await import('../core/network/ssh.ts')).waitVm(context(), name, { admin: Boolean(options.admin), timeoutSeconds: options.timeout, address: options.address, port: options.port }),
     );
 }

@@ -7,7 +7,7 @@ export function registerBuild(program: Command, context: ContextFactory): void {
     .argument('<name>', 'machine name')
     .description("nix build the machine's image and install it once into IVM_BASE_DIR (read-only, shared); prints the base path")
     .action(async (name: string) => {
-      const { buildBase } = await import('../core/build.ts');
+      const { buildBase } = await import('../core/base/build.ts');
       const ctx = context();
       const built = await buildBase(ctx, name);
       if (!ctx.runner.dryRun) {

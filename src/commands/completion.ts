@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { Argument, type Command, Option } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { BadInputError } from '../errors.ts';
-import { findProject, machineNames } from '../core/project.ts';
+import { findProject, machineNames } from '../core/machine/project.ts';
 
 export const SHELLS = ['bash', 'zsh', 'fish'] as const;
 type Shell = (typeof SHELLS)[number];

@@ -9,7 +9,7 @@ export function registerCreate(program: Command, context: ContextFactory): void 
     .option('--no-build', 'use the base last built by `ivm build` instead of building')
     .option('--start', 'start the VM once it is defined')
     .action(async (name: string, options: { build: boolean; start?: boolean }) => {
-      const { createVm } = await import('../core/create.ts');
+      const { createVm } = await import('../core/vm/create.ts');
       await createVm(context(), name, { build: options.build, start: Boolean(options.start) });
     });
 }

@@ -15,7 +15,7 @@ export function registerDoctor(program: Command, _context: ContextFactory): void
     )
     .option('--json', 'print the report as JSON: {"ok", "mode", "libvirtUri", "checks": [{"id", "title", "status", "found", "fix"}]}')
     .action(async (options: { json?: boolean }) => {
-      const { formatDoctor, runDoctor } = await import('../core/doctor.ts');
+      const { formatDoctor, runDoctor } = await import('../core/host/doctor.ts');
       const report = await runDoctor(context());
       if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else for (const line of formatDoctor(report)) process.stdout.write(`${line}\n`);

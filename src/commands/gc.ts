@@ -6,7 +6,7 @@ export function registerGc(program: Command, context: ContextFactory): void {
     .command('gc')
     .description('delete base images that no disk in IVM_VM_DIR uses (as current or rollback base) and no machine last built')
     .action(async () => {
-      const { collectGarbage } = await import('../core/gc.ts');
+      const { collectGarbage } = await import('../core/base/gc.ts');
       const ctx = context();
       const result = await collectGarbage(ctx);
       const verb = ctx.runner.dryRun ? 'would remove' : 'removed';

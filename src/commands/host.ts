@@ -13,5 +13,5 @@ export function registerHost(program: Command, _context: ContextFactory): void {
         '--apply does it. Safe to run again.',
     )
     .option('--apply', 'do the plan (otherwise it is only printed)')
-    .action(async (options: { apply?: boolean }) => (await import('../core/host-setup.ts')).hostSetup(context(), { apply: Boolean(options.apply) }));
+    .action(async (options: { apply?: boolean }) => (await import('../core/host/host-setup.ts')).hostSetup(context(), { apply: Boolean(options.apply) }));
 }

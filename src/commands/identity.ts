@@ -8,8 +8,8 @@ export function registerIdentity(program: Command, context: ContextFactory): voi
     .description("create the machine's missing identity files (machine-id, hostname, SSH host key, known_hosts); never overwrites")
     .action(async (name: string) => {
       const [{ ensureIdentity }, { machineDir }, { withVmLock }] = await Promise.all([
-        import('../core/identity.ts'),
-        import('../core/machine.ts'),
+        import('../core/identity/identity.ts'),
+        import('../core/machine/machine.ts'),
         import('../core/lock.ts'),
       ]);
       const ctx = context();

@@ -3,7 +3,7 @@ import { wholeSeconds } from './options.ts';
 import type { ContextFactory } from '../cli.ts';
 
 /** The implementation, loaded when a command runs (start-up loads only the commands' definitions). */
-const core = () => import('../core/lifecycle.ts');
+const core = () => import('../core/vm/lifecycle.ts');
 
 /** Parses a --timeout value. */
 export const seconds = wholeSeconds(1);

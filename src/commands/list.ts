@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import type { ListEntry } from '../core/lifecycle.ts';
+import type { ListEntry } from '../core/vm/lifecycle.ts';
 
 export function registerList(program: Command, context: ContextFactory): void {
   program
@@ -10,7 +10,7 @@ export function registerList(program: Command, context: ContextFactory): void {
     )
     .option('--json', 'print JSON: [{"name", "state", "base"}], base one of latest, behind, gone, none, unknown')
     .action(async (options: { json?: boolean }) => {
-      const { listVms } = await import('../core/lifecycle.ts');
+      const { listVms } = await import('../core/vm/lifecycle.ts');
       const entries = await listVms(context());
       if (options.json) {
         process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);

@@ -1,13 +1,13 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import type { NetKind } from '../core/net.ts';
+import type { NetKind } from '../core/network/net.ts';
 import { hostContextOf } from './host-context.ts';
 
 /** core/net.ts's NET_KINDS, in its order; here so that parsing the options does not load the implementation. */
 const NET_KINDS = Object.keys({ nat: 0, isolated: 0, bridge: 0 } satisfies Record<NetKind, 0>) as NetKind[];
 
 /** The implementation, loaded when a command runs. */
-const core = () => import('../core/net.ts');
+const core = () => import('../core/network/net.ts');
 
 function kind(value: string): NetKind {
   if (!(NET_KINDS as readonly string[]).includes(value)) throw new InvalidArgumentError(`one of ${NET_KINDS.join(', ')}`);
@@ -53,8 +53,8 @@ export function registerNet(program: Command, _context: ContextFactory): void {
     .description("make the DHCP reservation of the machine's ipAddress (meta.nix) for its MAC on its network (create does it too)")
     .action(async (name: string) => {
       const [{ requireProject }, { loadMachine }, { reserveMachineAddress }] = await Promise.all([
-        import('../core/host-context.ts'),
-        import('../core/machine.ts'),
+        import('../core/host/host-context.ts'),
+        import('../core/machine/machine.ts'),
         core(),
       ]);
       const ctx = context();

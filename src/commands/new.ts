@@ -5,7 +5,7 @@ import readline from 'node:readline';
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { BadInputError, RefusedError } from '../errors.ts';
-import type { Catalogue, NewMachineOptions } from '../core/new-machine.ts';
+import type { Catalogue, NewMachineOptions } from '../core/machine/new-machine.ts';
 
 /** The flags as commander gives them: NewMachineOptions, with --profile under commander's name. */
 type NewFlags = Omit<NewMachineOptions, 'profiles'> & { profile?: string[] };
@@ -52,7 +52,7 @@ function lineReader(): { ask: (question: string) => Promise<string>; close: () =
  * says why and asks again (each one checked as the flag would be).
  */
 async function wizard(name: string, catalogue: Catalogue, check: (options: NewMachineOptions) => Promise<void>): Promise<NewMachineOptions> {
-  const { defaultValues } = await import('../core/new-machine.ts');
+  const { defaultValues } = await import('../core/machine/new-machine.ts');
   const defaults = defaultValues();
   const width = Math.max(...catalogue.profiles.map((p) => p.name.length));
   process.stderr.write(`ivm new ${name}: a few questions; Enter takes the [default], Ctrl-C stops (nothing is written). Flags skip them (ivm new --help).\n`);
@@ -112,7 +112,7 @@ export function registerNew(program: Command, context: ContextFactory): void {
     .option('--virt-type <type>', 'kvm (default) or qemu (TCG, where KVM is unusable)')
     .option('--from <machine>', "start from another machine's meta.nix values and profiles (flags override)")
     .action(async (name: string, flags: NewFlags) => {
-      const core = await import('../core/new-machine.ts');
+      const core = await import('../core/machine/new-machine.ts');
       const ctx = context();
       let options: NewMachineOptions = {
         profiles: flags.profile,

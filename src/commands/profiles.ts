@@ -2,7 +2,7 @@
 // ivm's), each profile's name and its one line.
 import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
-import type { Project } from '../core/project.ts';
+import type { Project } from '../core/machine/project.ts';
 
 export function registerProfiles(program: Command, _context: ContextFactory): void {
   program
@@ -10,7 +10,7 @@ export function registerProfiles(program: Command, _context: ContextFactory): vo
     .description("list the profiles a machine's default.nix can enable (ivm.profiles.NAME.enable = true;), from modules/profiles/catalogue.json")
     .option('--json', 'print JSON: [{"name", "description"}]')
     .action(async (options: { json?: boolean }) => {
-      const [{ readCatalogue }, { findProject }] = await Promise.all([import('../core/new-machine.ts'), import('../core/project.ts')]);
+      const [{ readCatalogue }, { findProject }] = await Promise.all([import('../core/machine/new-machine.ts'), import('../core/machine/project.ts')]);
       // Outside a project, ivm's own catalogue (an IVM_ROOT that is wrong is still an error).
       let project: Project | undefined;
       try {

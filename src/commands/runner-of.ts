@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { Runner } from '../host/runner.ts';
 import { readSettings } from '../host/settings.ts';
-import { checkImageFolders } from '../core/base-dir.ts';
+import { checkImageFolders } from '../core/base/base-dir.ts';
 import { createProgress, type Progress } from '../core/progress.ts';
 
 export interface GlobalOptions {

@@ -11,7 +11,7 @@ export function registerUpgrade(program: Command, context: ContextFactory): void
     .option('--restart', 'if the VM runs: shut it down gracefully, upgrade, start it again')
     .option('-t, --timeout <seconds>', 'how long --restart waits for the shutdown', seconds, 120)
     .action(async (name: string, options: { build: boolean; restart?: boolean; timeout: number }) =>
-      (await import('../core/upgrade.ts')).upgradeVm(context(), name, { build: options.build, restart: Boolean(options.restart), timeoutSeconds: options.timeout }),
+      (await import('../core/vm/upgrade.ts')).upgradeVm(context(), name, { build: options.build, restart: Boolean(options.restart), timeoutSeconds: options.timeout }),
     );
   program
     .command('rollback')
@@ -20,7 +20,7 @@ export function registerUpgrade(program: Command, context: ContextFactory): void
     .option('--restart', 'if the VM runs: shut it down gracefully, roll back, start it again')
     .option('-t, --timeout <seconds>', 'how long --restart waits for the shutdown', seconds, 120)
     .action(async (name: string, options: { restart?: boolean; timeout: number }) =>
-      (await import('../core/upgrade.ts')).rollbackVm(context(), name, { restart: Boolean(options.restart), timeoutSeconds: options.timeout }),
+      (await import('../core/vm/upgrade.ts')).rollbackVm(context(), name, { restart: Boolean(options.restart), timeoutSeconds: options.timeout }),
     );
   program
     .command('recreate')
@@ -30,6 +30,6 @@ export function registerUpgrade(program: Command, context: ContextFactory): void
     .option('--no-build', 'use the base last built by `ivm build` instead of building')
     .option('--start', 'start the VM once it is defined')
     .action(async (name: string, options: { yes?: boolean; build: boolean; start?: boolean }) =>
-      (await import('../core/recreate.ts')).recreateVm(context(), name, { yes: Boolean(options.yes), build: options.build, start: Boolean(options.start) }),
+      (await import('../core/vm/recreate.ts')).recreateVm(context(), name, { yes: Boolean(options.yes), build: options.build, start: Boolean(options.start) }),
     );
 }

@@ -10,10 +10,10 @@ export function registerXml(program: Command, context: ContextFactory): void {
     .option('-w, --write', 'write libvirt/<name>.xml instead of printing')
     .action(async (names: string[], options: { write?: boolean }) => {
       const [{ renderXml }, { machineNames }, { vmPaths }, { hasMachineId }, { withVmLock }, { writeFileAtomic }] = await Promise.all([
-        import('../core/lifecycle.ts'),
-        import('../core/project.ts'),
-        import('../core/vm-paths.ts'),
-        import('../core/identity.ts'),
+        import('../core/vm/lifecycle.ts'),
+        import('../core/machine/project.ts'),
+        import('../core/disks/vm-paths.ts'),
+        import('../core/identity/identity.ts'),
         import('../core/lock.ts'),
         import('../core/safe-files.ts'),
       ]);
@@ -44,5 +44,5 @@ export function registerXml(program: Command, context: ContextFactory): void {
     .command('define')
     .argument('<name>', 'machine name')
     .description('write libvirt/<name>.xml and (re)define the domain; the uuid and MAC stay the same')
-    .action(async (name: string) => (await import('../core/lifecycle.ts')).defineVm(context(), name));
+    .action(async (name: string) => (await import('../core/vm/lifecycle.ts')).defineVm(context(), name));
 }

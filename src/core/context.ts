@@ -1,6 +1,6 @@
 import type { Runner } from '../host/runner.ts';
 import type { Settings } from '../host/settings.ts';
-import type { Project } from './project.ts';
+import type { Project } from './machine/project.ts';
 
 /** What every operation needs: where the project is, how to run commands, where to report. */
 export interface Context {

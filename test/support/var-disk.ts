@@ -2,8 +2,8 @@
 // would); reads use e2fsprogs' debugfs on a raw copy, which needs no appliance (milliseconds).
 import { execa } from 'execa';
 import { fishLine } from '../../src/host/guestfish.ts';
-import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from '../../src/core/identity-files.ts';
-import type { IdentitySource } from '../../src/core/identity.ts';
+import { VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from '../../src/core/identity/identity-files.ts';
+import type { IdentitySource } from '../../src/core/identity/identity.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
