@@ -21,6 +21,8 @@ export type ToolName =
   | 'debugfs'
   | 'ssh'
   | 'git'
+  | 'tar'
+  | 'sha256sum'
   | 'apparmor_parser';
 
 export interface ToolSpec {
@@ -77,6 +79,10 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   ssh: { program: 'ssh', variable: 'SSH', root: false, packages: { debian: 'openssh-client', fedora: 'openssh-clients', arch: 'openssh' } },
   /** `ivm new` stages a new machine's public files (git add --), as the flake sees only tracked files. */
   git: { program: 'git', root: false, packages: { debian: 'git', fedora: 'git', arch: 'git' } },
+  /** Packs a backup (its manifest and its compressed /var image) into one file, and unpacks it. */
+  tar: { program: 'tar', root: true, packages: { debian: 'tar', fedora: 'tar', arch: 'tar' } },
+  /** Checksums of backups and disks, read as root (the files are root's and 0600). */
+  sha256sum: { program: 'sha256sum', root: true, packages: coreutils },
   apparmor_parser: {
     program: 'apparmor_parser',
     variable: 'APPARMOR_PARSER',

@@ -16,6 +16,8 @@ export interface VmPaths {
   serialLog: string;
   /** The rendered domain XML (libvirt/<name>.xml in the project). */
   xml: string;
+  /** Where `ivm backup` writes this VM's backups unless told otherwise (<vmDir>/backups/<name>). */
+  backupDir: string;
 }
 
 export function vmPaths(settings: Settings, project: Project, name: string): VmPaths {
@@ -27,5 +29,6 @@ export function vmPaths(settings: Settings, project: Project, name: string): VmP
     nvram: at(`${name}_VARS.fd`),
     serialLog: at(`${name}-serial.log`),
     xml: path.join(project.libvirtDir, `${name}.xml`),
+    backupDir: path.join(settings.vmDir, 'backups', name),
   };
 }

@@ -67,6 +67,25 @@ function leftStopped(failure: unknown, name: string): unknown {
   return new IvmError(error.message, { exitCode: error.exitCode, hint });
 }
 
+/**
+ * For the verbs that put a /var disk in place (snapshot restore, backup restore, clone): resync its
+ * /identity with machines/NAME, put the boot overlay onto `base` (made if there is none), and
+ * (re)define the domain, exactly as upgrade does. The caller holds NAME's lock; a running VM (or one
+ * with a saved memory image) is refused. `newMachineId`: the disk may hold another machine's
+ * identity (a clone, a backup restored under another name), which is then replaced whole.
+ */
+export async function resyncVarDisk(ctx: Context, name: string, options: { base: string; verb: string; newMachineId?: boolean }): Promise<void> {
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const machineId = requireIdentity(machine.dir, name);
+  const sources = machineSources(machine);
+  if (!(await hostFileExists(ctx.runner, paths.var))) throw new RefusedError(`${name} has no /var disk (${paths.var})`);
+  requireBaseInBaseDir(ctx.settings, options.base);
+  const state = await ownDomainState(ctx, name, machineId);
+  if (isRunning(state)) throw new RefusedError(`${name} is ${state}: its /var disk cannot change while it runs`, `stop it first: ivm stop ${name}`);
+  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base: options.base, state, wasRunning: false, verb: options.verb, newMachineId: options.newMachineId ?? false });
+}
+
 interface UpgradeTarget {
   name: string;
   machine: Machine;
@@ -76,6 +95,10 @@ interface UpgradeTarget {
   base: string;
   state: string;
   wasRunning: boolean;
+  /** What the summary lines call the change ("upgrade", "restore", "clone"). */
+  verb?: string;
+  /** The disk may hold another machine-id: replace the identity whole instead of refusing. */
+  newMachineId?: boolean;
 }
 
 async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void> {
@@ -102,7 +125,7 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
       session = await openVarDisk(ctx.runner, paths.var, { write: !ctx.runner.dryRun });
       const opened = session;
       const diff = diffIdentity(sources, await ctx.runner.progress.step('read /identity', () => readDiskIdentity(opened)));
-      if (diff.changed.includes('machine-id')) {
+      if (diff.changed.includes('machine-id') && !target.newMachineId) {
         throw new RefusedError(
           `the /var disk ${paths.var} holds another machine-id than machines/${name}/machine-id: it is not this machine's disk, or the file was replaced; nothing was changed`,
           `restore machines/${name}/machine-id from the disk (guestfish --ro -a ${paths.var} -m /dev/sda cat /identity/machine-id), or start afresh with ivm recreate ${name}`,
@@ -114,7 +137,8 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
     const xml = renderDomainXml(machine, machineId, paths, ctx.settings);
     const xmlChanges = state === 'undefined' || !regularFileExists(paths.xml) || readRegularText(paths.xml) !== xml;
 
-    ctx.say(`upgrade ${name}:`);
+    const verb = target.verb ?? 'upgrade';
+    ctx.say(`${verb} ${name}:`);
     ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
     ctx.say(`  identity: ${identityLine}`);
     if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
@@ -132,7 +156,7 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
     // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
     const steps: Step[] = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
     if (baseChanges) steps.push(...(await switchBaseSteps(ctx.runner, paths, base)));
-    await executePlan(ctx.runner, { title: `upgrade ${name}`, steps }, ctx.say);
+    await executePlan(ctx.runner, { title: `${verb} ${name}`, steps }, ctx.say);
   } finally {
     session?.abort();
   }
