@@ -71,6 +71,10 @@ start-vm name:
 stop-vm name *flags:
     {{ ivm }} stop "$@"
 
+# Reboot a running VM: ask its OS (ACPI); --force resets it at once (flag: --force)
+reboot-vm name *flags:
+    {{ ivm }} reboot "$@"
+
 # Attach to a VM's serial console
 console name:
     {{ ivm }} console "$@"
@@ -90,6 +94,26 @@ upgrade-vm name *flags:
 # Put a VM's boot overlay back onto its previous base (flags: --restart, --timeout SECONDS)
 rollback-vm name *flags:
     {{ ivm }} rollback "$@"
+
+# Snapshot a stopped VM's /var disk: just snapshot web [SNAP] (flags: --note TEXT, --stop)
+snapshot name *args:
+    {{ ivm }} snapshot create "$@"
+
+# The snapshots of a VM's /var disk with time, data size and note (flag: --json)
+snapshots name *flags:
+    {{ ivm }} snapshot list "$@"
+
+# Put a VM's /var disk back to a snapshot, keeping the state before as one (flag: --stop)
+snapshot-restore name snap *flags:
+    {{ ivm }} snapshot restore "$@"
+
+# Delete one snapshot of a VM's /var disk
+snapshot-delete name snap:
+    {{ ivm }} snapshot delete "$@"
+
+# Grow a VM's /var disk to its meta.nix varSize; never shrinks (flags: --restart, --timeout SECONDS)
+grow-vm name *flags:
+    {{ ivm }} grow "$@"
 
 # Start a VM afresh: new boot overlay AND new /var disk, all /var data lost (flags: --yes, --no-build, --start)
 recreate-vm name *flags:
@@ -146,6 +170,10 @@ ssh-admin name *command:
 # Wait until a VM answers on SSH with its pinned host key (flag: --timeout SECONDS)
 wait name *flags:
     {{ ivm }} wait "$@"
+
+# Write a standalone provisioner (Makefile, domain XML, /var image, known_hosts): just export-vm web DIR, or just export-vm --all DIR (flags: --force, --build)
+export-vm name *args:
+    {{ ivm }} export "$@"
 
 # Print the shell completion script: just completion bash|zsh|fish (README.md, "Shell completion")
 completion shell:

@@ -18,6 +18,12 @@ import { registerAddress } from './commands/address.ts';
 import { registerCompletion } from './commands/completion.ts';
 import { registerNew } from './commands/new.ts';
 import { registerProfiles } from './commands/profiles.ts';
+import { registerGrow } from './commands/grow.ts';
+import { registerSnapshot } from './commands/snapshot.ts';
+import { registerPlan } from './commands/plan.ts';
+import { registerExport } from './commands/export.ts';
+import { registerBackup } from './commands/backup.ts';
+import { registerClone } from './commands/clone.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import type { Context } from './core/context.ts';
 import { findProject } from './core/machine/project.ts';
@@ -62,7 +68,7 @@ export function buildProgram(): Command {
     const runner = runnerOf(program);
     return { project: findProject(), settings: runner.settings, runner, say: (line) => process.stdout.write(`${line}\n`) };
   };
-  for (const register of [registerNew, registerProfiles, registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress, registerCompletion]) {
+  for (const register of [registerNew, registerProfiles, registerIdentity, registerBuild, registerCreate, registerXml, registerLifecycle, registerList, registerUpgrade, registerGrow, registerSnapshot, registerPlan, registerExport, registerBackup, registerClone, registerStatus, registerGc, registerHost, registerDoctor, registerNet, registerAddress, registerCompletion]) {
     register(program, makeContext);
   }
   return program;

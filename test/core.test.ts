@@ -27,6 +27,7 @@ describe('meta.nix validation', () => {
       network: 'default',
       bridge: undefined,
       virtType: 'kvm',
+      autostart: false,
     });
   });
   it('takes a bridge instead of a network', () => {

@@ -144,11 +144,11 @@ describe('ivm create --start (real qemu-img, e2fsprogs, libvirt; stand-in nix bu
     expect(disks.map((d) => fs.statSync(d).mtimeMs)).toEqual(before);
   });
 
-  it('lists the machine with its state from one virsh call, and its base as the latest build', async () => {
+  it('lists the machine with its state and autostart from two virsh calls, and its base as the latest build', async () => {
     const list = await project.ivm(['--verbose', 'list', '--json']);
     expect(list.exitCode, list.stderr).toBe(0);
-    expect(JSON.parse(list.stdout)).toEqual([{ name: NAME, state: 'shut off', base: 'latest' }]);
-    expect(list.stderr.split('\n').filter((l) => l.includes('virsh'))).toHaveLength(1);
+    expect(JSON.parse(list.stdout)).toEqual([{ name: NAME, state: 'shut off', base: 'latest', autostart: false }]);
+    expect(list.stderr.split('\n').filter((l) => l.includes('virsh'))).toHaveLength(2);
   });
 
   it('start, then console attaches to the serial console (under a real TTY from script) until the VM powers off', async () => {

@@ -34,6 +34,9 @@ describe('Justfile', () => {
       'upgrade-vm name *flags', 'rollback-vm name *flags', 'recreate-vm name *flags', 'status name *flags', 'gc *flags',
       'ip name *flags', 'wait name *flags', 'ssh name *command', 'ssh-admin name *command', 'doctor *flags', 'host-setup *flags',
       'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell', 'new-vm name *flags', 'profiles *flags',
+      'grow-vm name *flags', 'reboot-vm name *flags',
+      'snapshot name *args', 'snapshots name *flags', 'snapshot-restore name snap *flags', 'snapshot-delete name snap',
+      'export-vm name *args',
     ];
     for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));
     for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {

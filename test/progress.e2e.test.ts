@@ -115,7 +115,7 @@ describe('progress on long work (real CLI; stand-in nix build)', () => {
   it('ivm list --json prints only JSON on stdout', async () => {
     const result = await project.ivm(['list', '--json']);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual([{ name: NAME, state: 'shut off', base: 'latest' }]);
+    expect(JSON.parse(result.stdout)).toEqual([{ name: NAME, state: 'shut off', base: 'latest', autostart: false }]);
   });
 
   it('--quiet (-q) prints no progress: a destroy and a create leave stderr empty', async () => {

@@ -101,7 +101,7 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     baseB = built.stdout.trim();
     // list tells which VMs lag behind their machine's latest build (no guestfish, one virsh call).
     const list = await project.ivm(['list']);
-    expect(list.stdout).toMatch(new RegExp(`^${NAME} +shut off +older than the latest build \\(ivm upgrade ${NAME} --no-build\\)$`, 'm'));
+    expect(list.stdout).toMatch(new RegExp(`^${NAME} +shut off +no +older than the latest build \\(ivm upgrade ${NAME} --no-build\\)$`, 'm'));
     const dry = await project.ivm(['--dry-run', 'upgrade', NAME, '--no-build']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toContain(`base: ${baseA} -> ${baseB}`);

@@ -24,6 +24,12 @@ export function registerLifecycle(program: Command, context: ContextFactory): vo
       (await core()).stopVm(context(), name, { force: Boolean(options.force), timeoutSeconds: options.timeout }),
     );
   program
+    .command('reboot')
+    .argument('<name>', 'machine name')
+    .description('reboot a running VM: ask its OS (virsh reboot: ACPI, or the guest agent), or with --force reset it at once')
+    .option('-f, --force', 'reset it at once (virsh reset): no shutdown, so what the guest had not written to disk is lost')
+    .action(async (name: string, options: { force?: boolean }) => (await core()).rebootVm(context(), name, { force: Boolean(options.force) }));
+  program
     .command('console')
     .argument('<name>', 'machine name')
     .description("attach to the VM's serial console (leave with Ctrl+])")

@@ -6,9 +6,9 @@ export function registerList(program: Command, context: ContextFactory): void {
   program
     .command('list')
     .description(
-      "every machine in machines/ with the state of its domain (one virsh call) and whether its base is the machine's latest build",
+      "every machine in machines/ with the state of its domain, whether libvirt autostarts it (two virsh calls) and whether its base is the machine's latest build",
     )
-    .option('--json', 'print JSON: [{"name", "state", "base"}], base one of latest, behind, gone, none, unknown')
+    .option('--json', 'print JSON: [{"name", "state", "base", "autostart"}], base one of latest, behind, gone, none, unknown; autostart true, false, or null without a domain')
     .action(async (options: { json?: boolean }) => {
       const { listVms } = await import('../core/vm/lifecycle.ts');
       const entries = await listVms(context());
@@ -25,9 +25,10 @@ export function registerList(program: Command, context: ContextFactory): void {
         none: () => '-',
         unknown: () => 'not built here',
       };
-      process.stdout.write(`${'NAME'.padEnd(width)}  ${'STATE'.padEnd(stateWidth)}  BASE\n`);
+      const autostart = (entry: ListEntry) => (entry.autostart === null ? '-' : entry.autostart ? 'yes' : 'no');
+      process.stdout.write(`${'NAME'.padEnd(width)}  ${'STATE'.padEnd(stateWidth)}  AUTOSTART  BASE\n`);
       for (const entry of entries) {
-        process.stdout.write(`${entry.name.padEnd(width)}  ${entry.state.padEnd(stateWidth)}  ${base[entry.base](entry.name)}\n`);
+        process.stdout.write(`${entry.name.padEnd(width)}  ${entry.state.padEnd(stateWidth)}  ${autostart(entry).padEnd(9)}  ${base[entry.base](entry.name)}\n`);
       }
     });
 }

@@ -110,6 +110,7 @@ export function registerNew(program: Command, context: ContextFactory): void {
     .option('--ip <address>', 'a static IPv4 address: a DHCP reservation on the network')
     .option('--system <system>', 'x86_64-linux or aarch64-linux (default: this host\'s)')
     .option('--virt-type <type>', 'kvm (default) or qemu (TCG, where KVM is unusable)')
+    .option('--autostart', 'start the VM when the host boots (meta.nix autostart = true; libvirt autostart)')
     .option('--from <machine>', "start from another machine's meta.nix values and profiles (flags override)")
     .action(async (name: string, flags: NewFlags) => {
       const core = await import('../core/machine/new-machine.ts');
@@ -124,6 +125,7 @@ export function registerNew(program: Command, context: ContextFactory): void {
         ip: flags.ip,
         system: flags.system,
         virtType: flags.virtType,
+        autostart: flags.autostart,
         from: flags.from,
       };
       const anyFlag = Object.values(flags).some((v) => v !== undefined);

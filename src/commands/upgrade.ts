@@ -6,7 +6,9 @@ export function registerUpgrade(program: Command, context: ContextFactory): void
   program
     .command('upgrade')
     .argument('<name>', 'machine name')
-    .description('move a stopped VM to its newly built base and resync /var/identity (nothing else on /var is touched); redefine it')
+    .description(
+      "move a stopped VM to its newly built base and resync /var/identity (nothing else on /var is touched); grow the /var disk if meta.nix's varSize grew; redefine it and apply meta.nix's autostart",
+    )
     .option('--no-build', 'use the base last built by `ivm build` instead of building')
     .option('--restart', 'if the VM runs: shut it down gracefully, upgrade, start it again')
     .option('-t, --timeout <seconds>', 'how long --restart waits for the shutdown', seconds, 120)

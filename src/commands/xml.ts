@@ -43,6 +43,6 @@ export function registerXml(program: Command, context: ContextFactory): void {
   program
     .command('define')
     .argument('<name>', 'machine name')
-    .description('write libvirt/<name>.xml and (re)define the domain; the uuid and MAC stay the same')
+    .description("write libvirt/<name>.xml and (re)define the domain; the uuid and MAC stay the same; libvirt's autostart is made meta.nix's")
     .action(async (name: string) => (await import('../core/vm/lifecycle.ts')).defineVm(context(), name));
 }

@@ -43,6 +43,8 @@ export interface DomainInfo {
   uuid: string;
   /** A saved memory image (virsh managedsave, libvirt-guests' suspend) that `start` resumes. */
   managedSave: boolean;
+  /** libvirt starts it when libvirtd starts (the host boots): `virsh autostart`. */
+  autostart: boolean;
 }
 
 /** State, uuid and managed-save image of one domain, from one `virsh dominfo`; undefined when there is none. */
@@ -57,5 +59,16 @@ export function parseDomainInfo(text: string): DomainInfo {
     const match = /^([^:]+):\s*(.*?)\s*$/.exec(line);
     if (match) fields.set(match[1]!.trim().toLowerCase(), match[2]!);
   }
-  return { state: fields.get('state') ?? 'unknown', uuid: fields.get('uuid') ?? '', managedSave: fields.get('managed save') === 'yes' };
+  return {
+    state: fields.get('state') ?? 'unknown',
+    uuid: fields.get('uuid') ?? '',
+    managedSave: fields.get('managed save') === 'yes',
+    autostart: fields.get('autostart') === 'enable',
+  };
+}
+
+/** The names of the domains libvirt autostarts, from one `virsh list --all --autostart --name` call. */
+export async function listAutostart(runner: Runner): Promise<Set<string>> {
+  const result = await runner.run(virshCommand(runner, ['list', '--all', '--autostart', '--name'], false));
+  return new Set(result.stdout.split('\n').map((line) => line.trim()).filter((line) => line !== ''));
 }

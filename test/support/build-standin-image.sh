@@ -16,9 +16,14 @@
 # 192.0.2.77/24 on eth0, until libvirt has asked it for the interfaces; after
 # DHCP it serves SSH (Debian's sshd, keys from /var/identity) until an admin
 # login touches /tmp/ivm-ssh-done.
+# At every boot /init grows the mounted /var filesystem to its disk with
+# Debian's resize2fs, online, as systemd-growfs does for NixOS (autoResize, see
+# modules/filesystem.nix), and reports its size (IVM-VARFS). A guest whose
+# hostname ends in "-hold" stays up after its report until the ACPI power
+# button is pressed (virsh shutdown, virsh reboot) or 120 s pass.
 #
 # Everything comes from Debian packages (busybox-static, systemd-boot-efi,
-# linux-image-amd64, gdisk, dosfstools, mtools, cpio, openssh-server); no root-only devices,
+# linux-image-amd64, gdisk, dosfstools, mtools, cpio, openssh-server, e2fsprogs); no root-only devices,
 # no loop mounts, no network. Timestamps and identifiers are fixed so that the
 # same inputs give the same bytes; VARIANT is baked into the image so that two
 # variants always differ.
@@ -85,7 +90,9 @@ done
 # specific crc32c) is skipped at boot.
 : >"$RD/etc/modules"
 declare -A seen=()
-for mod in virtio_pci virtio_blk crc32c_generic ext4 virtio_net virtio_console; do
+# button and evdev: the ACPI power button as an input device (/dev/input/event*), which a
+# *-hold guest waits on.
+for mod in virtio_pci virtio_blk crc32c_generic ext4 virtio_net virtio_console button evdev; do
   deps=$(modprobe -S "$KVER" --show-depends "$mod") || die "modprobe -S $KVER --show-depends $mod failed"
   while read -r cmd path _; do
     [[ $cmd == insmod ]] || continue
@@ -150,15 +157,28 @@ chmod 0755 "$RD/etc/agent.sh"
 # sshd for guests named *-agent (see /init): Debian's sshd and the libraries it
 # links, run the way ivm's NixOS modules run it: the host key and each
 # account's authorized keys read from /var/identity, no passwords.
+# A dynamically linked Debian program into the initramfs at the same path, with
+# the libraries ldd names (and the loader).
+copy_with_libs() {
+  local program=$1 lib
+  mkdir -p "$RD$(dirname "$program")"
+  cp "$program" "$RD$program"
+  while read -r lib; do
+    [[ -n $lib ]] || continue
+    mkdir -p "$RD$(dirname "$lib")"
+    cp -L "$lib" "$RD$lib"
+  done < <(ldd "$program" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p' | sort -u)
+}
 SSHD=/usr/sbin/sshd
 [[ -x $SSHD ]] || die "missing $SSHD (install openssh-server)"
 mkdir -p "$RD/usr/sbin" "$RD/etc/ssh" "$RD/run/sshd" "$RD/home/admin" "$RD/home/user"
-cp "$SSHD" "$RD/usr/sbin/sshd"
-while read -r lib; do
-  [[ -n $lib ]] || continue
-  mkdir -p "$RD$(dirname "$lib")"
-  cp -L "$lib" "$RD$lib"
-done < <(ldd "$SSHD" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p' | sort -u)
+copy_with_libs "$SSHD"
+# resize2fs grows the mounted /var at boot (online, as systemd-growfs does); it
+# finds the mount in /proc/mounts (and /etc/mtab, a link to it).
+RESIZE2FS=/sbin/resize2fs
+[[ -x $RESIZE2FS ]] || die "missing $RESIZE2FS (install e2fsprogs)"
+copy_with_libs "$RESIZE2FS"
+ln -s /proc/mounts "$RD/etc/mtab"
 cat >"$RD/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 sshd:x:100:65534:privilege separation:/run/sshd:/bin/false
@@ -260,6 +280,18 @@ if [ -e "/sys/block/$disk" ]; then whole=1; else whole=0; fi
 echo "IVM-VAR dev=$dev wholedisk=$whole"
 mount -t ext4 -o rw "$dev" /var || fail "mount $dev on /var"
 
+# Grow /var to its disk, mounted (online), as systemd-growfs@var does on NixOS
+# (autoResize): a no-op when the disk has not grown. Then report the
+# filesystem's size as statfs gives it (total blocks of the fundamental size).
+if ! /sbin/resize2fs "$dev" >/tmp/resize2fs.log 2>&1; then
+  echo "IVM-STANDIN error resize2fs $dev: $(tail -n 1 /tmp/resize2fs.log)"
+fi
+set -- $(stat -f -c '%b %S' /var 2>/dev/null)
+case "$1:$2" in
+  *[!0-9:]*|:*|*:) echo "IVM-STANDIN error stat -f /var: $*" ;;
+  *) echo "IVM-VARFS size=$(( $1 * $2 )) blocks=$1 bsize=$2" ;;
+esac
+
 for d in /var/*; do
   [ -d "$d" ] || continue
   n=${d#/var/}
@@ -319,6 +351,29 @@ case "$(cat /var/identity/hostname 2>/dev/null)" in
       i=0
       while [ ! -e /tmp/ivm-ssh-done ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.2; done
       if [ -e /tmp/ivm-ssh-done ]; then echo "IVM-SSH done by=$(cat /tmp/ivm-ssh-done)"; else echo "IVM-SSH error no login within 120 s"; fi
+    fi ;;
+esac
+
+# A guest named *-hold stays up until the ACPI power button is pressed (virsh
+# shutdown; virsh reboot, after which libvirt starts it again) or 120 s pass,
+# so that a test can act on a running guest (ivm reboot, ivm stop).
+case "$(cat /var/identity/hostname 2>/dev/null)" in
+  *-hold)
+    ev=""
+    for n in /sys/class/input/event*; do
+      [ "$(cat "$n/device/name" 2>/dev/null)" = "Power Button" ] && { ev=/dev/input/${n##*/}; break; }
+    done
+    if [ -n "$ev" ] && [ -c "$ev" ]; then
+      rm -f /tmp/power-button
+      # One input event (24 bytes) is a press: read it before saying we wait, so none is missed.
+      timeout 120 dd if="$ev" of=/tmp/power-button bs=24 count=1 2>/dev/null &
+      reader=$!
+      sleep 0.2
+      echo "IVM-HOLD waiting boots=$count"
+      wait $reader
+      if [ -s /tmp/power-button ]; then echo "IVM-HOLD power-button"; else echo "IVM-HOLD timeout"; fi
+    else
+      echo "IVM-STANDIN error no ACPI power button input device"
     fi ;;
 esac
 

@@ -44,6 +44,9 @@ async function cacheKey(variant: string): Promise<string> {
   for (const k of kernels) h.update(await fileFingerprint(path.join('/boot', k)));
   h.update(await fileFingerprint('/usr/lib/systemd/boot/efi/systemd-bootx64.efi'));
   h.update(await fileFingerprint('/bin/busybox'));
+  // Copied into the initramfs with their libraries (sshd for *-agent guests, resize2fs for /var).
+  h.update(await fileFingerprint('/usr/sbin/sshd'));
+  h.update(await fileFingerprint('/sbin/resize2fs'));
   return h.digest('hex');
 }
 
@@ -152,8 +155,19 @@ export interface StandinLog {
   varWholeDisk: boolean | null;
   /** Result of writing /standin-boot-count on the ivm-var filesystem. */
   vdbWrite: 'ok' | 'fail' | null;
-  /** Boots counted on this /var disk, this one included. */
+  /** Boots counted on this /var disk, this one included (the last boot's, when the log holds several). */
   bootCount: number | null;
+  /** Every boot count the log holds, in order: a VM reset or rebooted while libvirt logs its console adds one. */
+  bootCounts: number[];
+  /** How many "IVM-STANDIN begin" lines: the boots this serial log saw. */
+  begins: number;
+  /**
+   * The /var filesystem after the guest grew it to its disk (resize2fs, online, as systemd-growfs
+   * does for NixOS): statfs's total blocks and block size, and their product (the last boot's).
+   */
+  varFs: { size: number; blocks: number; bsize: number } | null;
+  /** A *-hold guest: the boot counts at which it waited for the ACPI power button, and how each wait ended. */
+  holds: { boots: number; end: 'power-button' | 'timeout' | null }[];
   /** Address leased by DHCP on eth0; null when none (or not reported). */
   dhcpIp: string | null;
   /** The address the guest agent reported when libvirt asked it (hostname *-agent only). */
@@ -200,6 +214,10 @@ export function parseStandinLog(text: string): StandinLog {
     varWholeDisk: null,
     vdbWrite: null,
     bootCount: null,
+    bootCounts: [],
+    begins: 0,
+    varFs: null,
+    holds: [],
     dhcpIp: null,
     agentIp: null,
     sshDoneBy: null,
@@ -224,6 +242,7 @@ export function parseStandinLog(text: string): StandinLog {
         const word = rest.split(/\s+/)[0];
         if (word === 'begin') {
           begun = true;
+          log.begins += 1;
           log.variant = f.variant ?? null;
           log.kernel = f.kernel ?? null;
         } else if (word === 'end') {
@@ -274,8 +293,27 @@ export function parseStandinLog(text: string): StandinLog {
         break;
       case 'IVM-VDB':
         log.vdbWrite = f.write === 'ok' ? 'ok' : 'fail';
-        if (f.boots !== undefined) log.bootCount = int(f.boots);
+        if (f.boots !== undefined) {
+          log.bootCount = int(f.boots);
+          log.bootCounts.push(log.bootCount);
+        }
         break;
+      case 'IVM-VARFS': {
+        const [size, blocks, bsize] = [int(f.size), int(f.blocks), int(f.bsize)];
+        if ([size, blocks, bsize].some(Number.isNaN) || size !== blocks * bsize) {
+          log.errors.push(`unparsed: ${raw.trim()}`);
+          break;
+        }
+        log.varFs = { size, blocks, bsize };
+        break;
+      }
+      case 'IVM-HOLD': {
+        const word = rest.split(/\s+/)[0];
+        if (word === 'waiting') log.holds.push({ boots: int(f.boots), end: null });
+        else if ((word === 'power-button' || word === 'timeout') && log.holds.length > 0) log.holds[log.holds.length - 1]!.end = word;
+        else log.errors.push(`unparsed: ${raw.trim()}`);
+        break;
+      }
       case 'IVM-DHCP':
         log.dhcpIp = f.ip && f.ip !== 'none' ? f.ip : null;
         break;

@@ -30,6 +30,8 @@ export interface MachineMeta {
    * server of libvirt's is there, so the guest applies it at boot from the identity's network.conf.
    */
   staticNetwork?: { address: string; prefix: number; gateway: string | undefined; dns: string[] } | undefined;
+  /** libvirt starts the VM when the host boots (`virsh autostart`); define, create and upgrade apply it. */
+  autostart: boolean;
 }
 
 export interface Machine {
@@ -39,8 +41,8 @@ export interface Machine {
   meta: MachineMeta;
 }
 
-const DEFAULTS = { memory: 2048, vcpus: 2, varSize: '20G', virtType: 'kvm' as const };
-const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress', 'gateway', 'dns'];
+const DEFAULTS = { memory: 2048, vcpus: 2, varSize: '20G', virtType: 'kvm' as const, autostart: false };
+const KNOWN_KEYS = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress', 'gateway', 'dns', 'autostart'];
 const SIZE = /^([1-9][0-9]*)([KMGT]?)$/;
 const MIN_VAR_BYTES = 64 * 1024 * 1024;
 
@@ -84,6 +86,8 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
   if (sizeInBytes(varSize as string) < MIN_VAR_BYTES) fail(`\`varSize\` must be at least 64M, not ${JSON.stringify(varSize)}`);
   const virtType = meta.virtType ?? DEFAULTS.virtType;
   if (virtType !== 'kvm' && virtType !== 'qemu') fail(`\`virtType\` must be "kvm" or "qemu" (TCG, where KVM is unusable), not ${JSON.stringify(virtType)}`);
+  const autostart = meta.autostart ?? DEFAULTS.autostart;
+  if (typeof autostart !== 'boolean') fail(`\`autostart\` must be true or false (start the VM when the host boots), not ${JSON.stringify(autostart)}`);
   const bridge = name('bridge');
   const network = name('network');
   if (bridge !== undefined && network !== undefined) fail('set `network` or `bridge`, not both');
@@ -112,6 +116,7 @@ export function validateMeta(file: string, value: unknown): MachineMeta {
     virtType: virtType as 'kvm' | 'qemu',
     ipAddress: bridge === undefined ? (ipAddress as string | undefined) : undefined,
     staticNetwork,
+    autostart: autostart as boolean,
   };
 }
 

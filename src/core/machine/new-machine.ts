@@ -137,6 +137,8 @@ export interface NewMachineOptions {
   ip?: string;
   system?: string;
   virtType?: string;
+  /** --autostart: libvirt starts the VM when the host boots (meta.nix `autostart = true`). */
+  autostart?: boolean;
   /** Another machine whose meta.nix values and profiles are the starting point. */
   from?: string;
 }
@@ -166,6 +168,7 @@ export const FLAG_OF_KEY: Record<string, string> = {
   bridge: '--bridge',
   virtType: '--virt-type',
   ipAddress: '--ip',
+  autostart: '--autostart',
 };
 
 /** The keys of a machine's address: one machine's own, so --from never takes them (gateway and dns go with ipAddress). */
@@ -203,6 +206,7 @@ export function machineValues(file: string, base: Record<string, unknown>, optio
     values.bridge = options.bridge;
   }
   set('ipAddress', options.ip);
+  if (options.autostart !== undefined) values.autostart = options.autostart;
   try {
     return { values, meta: validateMeta(file, values) };
   } catch (error) {
@@ -246,7 +250,7 @@ function alignedLines(rows: { code: string; comment: string }[]): string[] {
   return rows.map((r) => `  ${r.code.padEnd(width)}# ${r.comment}`);
 }
 
-const KEY_ORDER = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'ipAddress', 'gateway', 'dns'];
+const KEY_ORDER = ['system', 'memory', 'vcpus', 'varSize', 'network', 'bridge', 'virtType', 'autostart', 'ipAddress', 'gateway', 'dns'];
 
 /** machines/NAME/meta.nix: every key of `values` written out, each with a comment, as README.md shows it. */
 export function renderMeta(name: string, values: Record<string, unknown>): string {
@@ -267,6 +271,8 @@ export function renderMeta(name: string, values: Record<string, unknown>): strin
     rows.push({ code: '# bridge = "br0";', comment: '... or a host bridge instead' });
   }
   row('virtType', '"kvm" (default) or "qemu" (TCG, where KVM is unusable)');
+  if (has('autostart')) row('autostart', 'start the VM when the host boots (libvirt autostart; default false)');
+  else rows.push({ code: '# autostart = true;', comment: 'start the VM when the host boots (libvirt autostart; default false)' });
   if (has('ipAddress')) row('ipAddress', has('bridge') ? 'a static address on the bridge (README.md, "Networks")' : 'a DHCP reservation on the network (README.md, "Networks")');
   else if (!has('bridge')) rows.push({ code: '# ipAddress = "192.168.100.10";', comment: 'optional, with `network`: a DHCP reservation (README.md, "Networks")' });
   row('gateway', 'the gateway of the static address');

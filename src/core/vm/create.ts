@@ -11,6 +11,7 @@ import { reservationSteps } from '../network/net.ts';
 import { buildBase, lastBuiltBase } from '../base/build.ts';
 import type { Context } from '../context.ts';
 import { renderDomainXml } from './domain-xml.ts';
+import { autostartSteps } from './autostart.ts';
 import { ensureIdentity, machineIdFrom, machineSources } from '../identity/identity.ts';
 import { loadMachine, type Machine } from '../machine/machine.ts';
 import { executePlan, type Plan, type Step } from '../plan.ts';
@@ -18,6 +19,7 @@ import { copyIntoDiskCommand, mkfsCommand, ownershipCommand, stageVarTree, type 
 import { vmPaths, type VmPaths } from '../disks/vm-paths.ts';
 import { existingHostFiles, hostFileExists } from '../disks/vm-files.ts';
 import { withVmLock } from '../lock.ts';
+import { recordSyncedIdentity } from '../fleet/fleet-identity.ts';
 
 export interface CreateOptions {
   build: boolean;
@@ -51,6 +53,8 @@ async function createLocked(ctx: Context, name: string, options: CreateOptions):
     const plan = createPlan(ctx, machine, base, paths, stage, pending);
     plan.steps.unshift(...reservation);
     await executePlan(ctx.runner, plan, ctx.say);
+    // What the new /var holds in /identity, for `ivm plan` (src/core/fleet/fleet-identity.ts).
+    if (!ctx.runner.dryRun) recordSyncedIdentity(ctx.project, name, () => machineSources(machine));
   } finally {
     stage.remove();
   }
@@ -128,6 +132,8 @@ export function createPlan(ctx: Context, machine: Machine, base: string, paths: 
         command: virshCommand(runner, ['define', paths.xml], true),
         undo: virshCommand(runner, ['undefine', '--nvram', machine.name], true),
       },
+      // A new domain starts without autostart: only autostart = true has a step.
+      ...autostartSteps(ctx, machine, undefined),
     ],
   };
 }

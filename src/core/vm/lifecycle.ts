@@ -1,15 +1,16 @@
-// start, stop, console, destroy, define, list: a VM's life through virsh.
+// start, stop, reboot, console, destroy, define, list: a VM's life through virsh.
 import path from 'node:path';
 import { RefusedError } from '../../errors.ts';
 import { removeCommand } from '../../host/files.ts';
-import { listDomains, virshCommand } from '../../host/virsh.ts';
+import { listAutostart, listDomains, virshCommand } from '../../host/virsh.ts';
 import type { Context } from '../context.ts';
 import { isRunning, ownDefinedVm, ownDomain, ownVm, savedError, shutDown } from './running.ts';
 import { readBuildRecord } from '../base/base-image.ts';
 import { backingOf } from '../disks/boot-overlay.ts';
 import { renderDomainXml } from './domain-xml.ts';
+import { autostartSteps } from './autostart.ts';
 import { hasMachineId, machineIdFrom } from '../identity/identity.ts';
-import { loadMachine, machineDir } from '../machine/machine.ts';
+import { loadMachine, machineDir, type Machine } from '../machine/machine.ts';
 import { executePlan, type Plan, type Step } from '../plan.ts';
 import { machineNames } from '../machine/project.ts';
 import { vmPaths } from '../disks/vm-paths.ts';
@@ -40,6 +41,31 @@ async function stopLocked(ctx: Context, name: string, options: { force: boolean;
   }
   await shutDown(ctx, name, options.timeoutSeconds, `wait longer (--timeout), or power it off: ivm stop --force ${name}`, false);
   if (!ctx.runner.dryRun) ctx.say(`${name} shut off`);
+}
+
+/**
+ * Reboots a running VM: by default asks its OS (`virsh reboot`: the ACPI power button, or the guest
+ * agent when one answers; libvirt starts the VM again once the OS has shut down), or with `force`
+ * resets it at once (`virsh reset`: no shutdown, like a reset button, so what the guest had not
+ * written is lost).
+ */
+export async function rebootVm(ctx: Context, name: string, options: { force: boolean }): Promise<void> {
+  await withVmLock(ctx, name, 'reboot', async () => {
+    const { state } = await ownDefinedVm(ctx, name);
+    if (state !== 'running') {
+      throw new RefusedError(
+        `${name} is ${state}: only a running VM can be rebooted; nothing was changed`,
+        state === 'shut off' ? `start it: ivm start ${name}` : `wait until it runs, or power it off (ivm stop --force ${name}) and start it (ivm start ${name})`,
+      );
+    }
+    if (options.force) {
+      await ctx.runner.progress.step(`reset ${name} (at once, no shutdown)`, () => ctx.runner.run(virshCommand(ctx.runner, ['reset', name], true)));
+      if (!ctx.runner.dryRun) ctx.say(`reset ${name}: it boots again now`);
+      return;
+    }
+    await ctx.runner.progress.step(`ask ${name} to reboot`, () => ctx.runner.run(virshCommand(ctx.runner, ['reboot', name], true)));
+    if (!ctx.runner.dryRun) ctx.say(`asked ${name} to reboot: it starts again once its OS has shut down (if it ignores the request: ivm reboot --force ${name})`);
+  });
 }
 
 export async function consoleVm(ctx: Context, name: string): Promise<void> {
@@ -105,9 +131,11 @@ export async function defineVm(ctx: Context, name: string): Promise<void> {
 }
 
 async function defineLocked(ctx: Context, name: string): Promise<void> {
-  const xml = await renderXml(ctx, name);
+  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  const xml = machineXml(ctx, machine);
   // A domain of that name that is not this machine's is left alone (and libvirt would refuse it).
-  await ownVm(ctx, name);
+  // Redefining keeps libvirt's autostart; a new domain has none.
+  const info = await ownVm(ctx, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   await executePlan(
     ctx.runner,
@@ -116,6 +144,7 @@ async function defineLocked(ctx: Context, name: string): Promise<void> {
       steps: [
         { kind: 'write', title: 'domain XML', path: paths.xml, content: xml },
         { kind: 'run', title: 'define the domain', command: virshCommand(ctx.runner, ['define', paths.xml], true) },
+        ...autostartSteps(ctx, machine, info),
       ],
     },
     ctx.say,
@@ -124,7 +153,11 @@ async function defineLocked(ctx: Context, name: string): Promise<void> {
 }
 
 export async function renderXml(ctx: Context, name: string): Promise<string> {
-  const machine = await loadMachine(ctx.runner, ctx.project, name);
+  return machineXml(ctx, await loadMachine(ctx.runner, ctx.project, name));
+}
+
+function machineXml(ctx: Context, machine: Machine): string {
+  const name = machine.name;
   if (!hasMachineId(machine.dir)) {
     throw new RefusedError(`${name} has no identity yet (machines/${name}/machine-id)`, `run: ivm identity ${name}`);
   }
@@ -141,14 +174,20 @@ export interface ListEntry {
    * overlay); "unknown" (nothing built here, so nothing to compare with).
    */
   base: 'latest' | 'behind' | 'gone' | 'none' | 'unknown';
+  /** libvirt's autostart of the domain (not meta.nix's: list reads no meta.nix); null when there is no domain. */
+  autostart: boolean | null;
 }
 
-/** Every machine with its domain state, from one `virsh list --all` call. */
+/** Every machine with its domain state and autostart, from two virsh calls (`virsh list --all`, and with --autostart). */
 export async function listVms(ctx: Context): Promise<ListEntry[]> {
   const names = machineNames(ctx.project);
   const domains = await listDomains(ctx.runner);
+  const autostarted = await listAutostart(ctx.runner);
   const entries: ListEntry[] = [];
-  for (const name of names) entries.push({ name, state: domains.get(name) ?? 'undefined', base: await baseAgainstBuild(ctx, name) });
+  for (const name of names) {
+    const state = domains.get(name);
+    entries.push({ name, state: state ?? 'undefined', base: await baseAgainstBuild(ctx, name), autostart: state === undefined ? null : autostarted.has(name) });
+  }
   return entries;
 }
 

@@ -9,6 +9,7 @@ import { destroyVm } from './lifecycle.ts';
 import { requireBaseInBaseDir } from '../base/base-dir.ts';
 import { hasMachineId, planIdentity } from '../identity/identity.ts';
 import { hostFileExists } from '../disks/vm-files.ts';
+import { diskSnapshots } from '../disks/snapshot.ts';
 import { withVmLock } from '../lock.ts';
 import { loadMachine } from '../machine/machine.ts';
 import { reservationSteps } from '../network/net.ts';
@@ -32,7 +33,10 @@ async function recreateLocked(ctx: Context, name: string, options: RecreateOptio
   // without its private key), or an address that cannot be reserved.
   planIdentity(machine.dir, name);
   await reservationSteps({ ...ctx, say: () => undefined }, machine);
-  if (!ctx.runner.dryRun && !options.yes && (await hostFileExists(ctx.runner, paths.var))) await confirm(name, paths.var);
+  // Its snapshots live inside the /var disk (ivm snapshot), so they go with it: the warning counts them.
+  const lost = (await hostFileExists(ctx.runner, paths.var)) ? await snapshotsLost(ctx, name, paths.var) : undefined;
+  if (!ctx.runner.dryRun && !options.yes && lost !== undefined) await confirm(name, paths.var, lost);
+  if ((ctx.runner.dryRun || options.yes) && lost) ctx.say(`recreate ${name} deletes its /var disk ${paths.var}${lost}`);
   // Build first: a failing build must not leave the user without a VM.
   const base = options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
   requireBaseInBaseDir(ctx.settings, base);
@@ -57,8 +61,18 @@ async function refuseUnknownLeftovers(ctx: Context, name: string, dir: string, p
   );
 }
 
-async function confirm(name: string, varDisk: string): Promise<void> {
-  const warning = `recreate ${name} deletes its /var disk ${varDisk}: all of its data is lost`;
+/** ", and with it its N snapshots" ('' when it has none; a disk qemu-img cannot read says so instead). */
+async function snapshotsLost(ctx: Context, name: string, varDisk: string): Promise<string> {
+  try {
+    const count = (await diskSnapshots(ctx.runner, varDisk)).length;
+    return count === 0 ? '' : `, and with it its ${count} snapshot${count === 1 ? '' : 's'} (ivm snapshot list ${name})`;
+  } catch {
+    return ', and with it any snapshots it holds (qemu-img could not list them)';
+  }
+}
+
+async function confirm(name: string, varDisk: string, snapshots: string): Promise<void> {
+  const warning = `recreate ${name} deletes its /var disk ${varDisk}: all of its data is lost${snapshots}`;
   if (!process.stdin.isTTY || !process.stderr.isTTY) {
     throw new RefusedError(`${warning}; nothing was changed`, `add --yes to confirm`);
   }

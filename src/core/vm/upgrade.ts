@@ -1,27 +1,33 @@
 // ivm upgrade and ivm rollback: move a stopped VM to another base, resync its identity, redefine it.
-// Its /var data is never touched: only /identity on the /var filesystem changes.
+// Its /var data is never touched: only /identity on the /var filesystem changes (and the disk grows
+// when meta.nix's varSize did: src/core/disks/grow.ts). libvirt's autostart follows meta.nix's.
 import { IvmError, RefusedError, fileSystemError } from '../../errors.ts';
-import { virshCommand } from '../../host/virsh.ts';
+import { virshCommand, type DomainInfo } from '../../host/virsh.ts';
 import type { Session } from '../../host/runner.ts';
 import { requireBaseInBaseDir } from '../base/base-dir.ts';
 import { backingOf, finishSwitchSteps, switchBaseSteps } from '../disks/boot-overlay.ts';
+import { compareVarSize, describeVarSize, growSteps, varDiskSize } from '../disks/grow.ts';
+import { autostartDiffers, autostartSteps, describeAutostart } from './autostart.ts';
 import { buildBase, lastBuiltBase } from '../base/build.ts';
 import type { Context } from '../context.ts';
 import { renderDomainXml } from './domain-xml.ts';
 import { machineSources, requireIdentity, stageSources, type IdentitySource } from '../identity/identity.ts';
 import { describeDiff, diffIdentity, isInSync, openVarDisk, readDiskIdentity, syncScript } from '../identity/identity-sync.ts';
-import { isRunning, ownDefinedVm, ownDomainState, savedError, stopForChange } from './running.ts';
+import { isRunning, ownDefinedVm, ownDomain, ownDomainState, savedError, stopForChange } from './running.ts';
 import { loadMachine, type Machine } from '../machine/machine.ts';
 import { executePlan, type Step } from '../plan.ts';
 import { vmPaths, type VmPaths } from '../disks/vm-paths.ts';
 import { hostFileExists } from '../disks/vm-files.ts';
 import { readRegularText, regularFileExists } from '../safe-files.ts';
 import { withVmLock } from '../lock.ts';
+import { recordSyncedIdentity } from '../fleet/fleet-identity.ts';
 
 export interface UpgradeOptions {
   build: boolean;
   restart: boolean;
   timeoutSeconds: number;
+  /** A base already built (ivm apply: the one its plan chose); else build or the last build, as `build` says. */
+  base?: string;
 }
 
 export async function upgradeVm(ctx: Context, name: string, options: UpgradeOptions): Promise<void> {
@@ -42,14 +48,15 @@ async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions
     }
   };
   refuseRunning(await ownDomainState(ctx, name, machineId));
-  const base = options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
+  const base = options.base ?? (options.build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name));
   requireBaseInBaseDir(ctx.settings, base);
   // Asked again after the build, which may take long: the VM may have been started meanwhile.
-  const state = await ownDomainState(ctx, name, machineId);
+  const domain = await ownDomainInfo(ctx, name, machineId);
+  const state = domain?.state ?? 'undefined';
   refuseRunning(state);
   const running = isRunning(state);
   if (running) await stopForChange(ctx, name, options.timeoutSeconds);
-  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, wasRunning: running }).catch((error: unknown) => {
+  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base, state, domain, wasRunning: running }).catch((error: unknown) => {
     // A failed upgrade never starts the VM (its identity may be half-synced or its domain not the
     // one wanted), and the first error is the one reported.
     throw running ? leftStopped(error, name) : error;
@@ -59,8 +66,15 @@ async function upgradeLocked(ctx: Context, name: string, options: UpgradeOptions
   if (!ctx.runner.dryRun) ctx.say(`upgraded ${name}${running ? ' and started it again' : ''}`);
 }
 
+/** ownDomainState's checks, giving the whole DomainInfo (its autostart too), from the same one virsh call. */
+async function ownDomainInfo(ctx: Context, name: string, machineId: string): Promise<DomainInfo | undefined> {
+  const info = await ownDomain(ctx, name, machineId);
+  if (info?.managedSave) throw savedError(name);
+  return info;
+}
+
 /** The error of a failed change to a VM that --restart had stopped: it says the VM was left off. */
-function leftStopped(failure: unknown, name: string): unknown {
+export function leftStopped(failure: unknown, name: string): unknown {
   const error = failure instanceof IvmError ? failure : fileSystemError(failure);
   if (!error) return failure;
   const hint = [error.hint, `${name} was left shut off; once this is fixed, run the command again, or start it as it is: ivm start ${name}`].filter(Boolean).join('\n');
@@ -81,9 +95,10 @@ export async function resyncVarDisk(ctx: Context, name: string, options: { base:
   const sources = machineSources(machine);
   if (!(await hostFileExists(ctx.runner, paths.var))) throw new RefusedError(`${name} has no /var disk (${paths.var})`);
   requireBaseInBaseDir(ctx.settings, options.base);
-  const state = await ownDomainState(ctx, name, machineId);
+  const domain = await ownDomainInfo(ctx, name, machineId);
+  const state = domain?.state ?? 'undefined';
   if (isRunning(state)) throw new RefusedError(`${name} is ${state}: its /var disk cannot change while it runs`, `stop it first: ivm stop ${name}`);
-  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base: options.base, state, wasRunning: false, verb: options.verb, newMachineId: options.newMachineId ?? false });
+  await upgradeStopped(ctx, { name, machine, machineId, sources, paths, base: options.base, state, domain, wasRunning: false, verb: options.verb, newMachineId: options.newMachineId ?? false });
 }
 
 interface UpgradeTarget {
@@ -94,6 +109,8 @@ interface UpgradeTarget {
   paths: VmPaths;
   base: string;
   state: string;
+  /** The domain as libvirt had it (its autostart), undefined when there is none. */
+  domain: DomainInfo | undefined;
   wasRunning: boolean;
   /** What the summary lines call the change ("upgrade", "restore", "clone"). */
   verb?: string;
@@ -105,6 +122,8 @@ async function upgradeStopped(ctx: Context, target: UpgradeTarget): Promise<void
   const staged = stageSources(target.sources, ctx.project.stateDir, ctx.runner.dryRun);
   try {
     await upgradeStaged(ctx, { ...target, sources: staged.sources });
+    // What /identity now holds, for `ivm plan` (src/core/fleet/fleet-identity.ts).
+    if (!ctx.runner.dryRun) recordSyncedIdentity(ctx.project, target.name, target.sources);
   } finally {
     staged.remove();
   }
@@ -115,6 +134,14 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
   await finishSwitch(ctx, paths);
   const current = await backingOf(ctx.runner, paths.boot);
   const baseChanges = current !== base;
+  // varSize grown in meta.nix: the disk grows too (after the identity sync, in the plan below). A
+  // smaller varSize is only reported: ivm grow refuses it, and an upgrade does not stop for it.
+  const diskBytes = await varDiskSize(ctx, paths);
+  if (diskBytes === undefined) throw new RefusedError(`${name} has no /var disk (${paths.var})`);
+  const varChange = compareVarSize(machine, diskBytes);
+  // A domain defined anew starts without autostart.
+  const libvirtAutostart = state === 'undefined' ? undefined : target.domain;
+  const autostartChanges = autostartDiffers(machine, libvirtAutostart);
   let session: Session | undefined;
   let sync: string[] = [];
   let identityLine: string;
@@ -142,10 +169,13 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
     ctx.say(`  base: ${baseChanges ? `${current ?? '(no boot overlay)'} -> ${base}` : `unchanged (${base})`}`);
     ctx.say(`  identity: ${identityLine}`);
     if (state === 'undefined') ctx.say('  domain: not defined; it will be defined again on this /var disk');
-    if (!baseChanges && sync.length === 0 && !xmlChanges) {
+    if (varChange.kind !== 'equal') ctx.say(`  /var disk: ${describeVarSize(machine, varChange)}`);
+    if (autostartChanges) ctx.say(`  autostart: ${describeAutostart(machine, libvirtAutostart)}`);
+    if (!baseChanges && sync.length === 0 && !xmlChanges && varChange.kind !== 'grow' && !autostartChanges) {
       const opened = session;
       if (opened) await ctx.runner.progress.step('close the /var disk (guestfish exits)', () => opened.close());
-      ctx.say(`${name} is up to date: nothing changed`);
+      // After a restore the disk did change: only the identity, domain and base needed nothing.
+      ctx.say(verb === 'upgrade' ? `${name} is up to date: nothing changed` : `${name}: identity, domain and base already up to date`);
       return;
     }
     if (session) {
@@ -153,8 +183,13 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
       if (sync.length > 0) await ctx.runner.progress.step('write the identity changes', () => opened.send(sync, { mutates: true }));
       await ctx.runner.progress.step('close the /var disk (guestfish exits)', () => opened.close());
     }
-    // Defined first: if libvirt refuses the XML, the overlays have not moved yet.
-    const steps: Step[] = redefineSteps(ctx, paths.xml, xml, name, state === 'undefined');
+    // The /var disk grows first (the guestfish session has closed it); then the domain is defined,
+    // before any overlay moves: if libvirt refuses the XML, the overlays have not moved yet.
+    const steps: Step[] = [
+      ...growSteps(paths, varChange),
+      ...redefineSteps(ctx, paths.xml, xml, name, state === 'undefined'),
+      ...autostartSteps(ctx, machine, libvirtAutostart),
+    ];
     if (baseChanges) steps.push(...(await switchBaseSteps(ctx.runner, paths, base)));
     await executePlan(ctx.runner, { title: `${verb} ${name}`, steps }, ctx.say);
   } finally {

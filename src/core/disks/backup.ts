@@ -1,0 +1,444 @@
+// ivm backup create | list | restore: a VM's /var disk in one self-contained file (format:
+// backup-format.ts), made from the stopped VM, checked byte for byte before anything is restored
+// from it.
+//
+// create: the disk is copied compressed (qemu-img convert -c; zstd where qemu has it) into a private
+// staging folder in the backup folder (.NAME-TIME.ivm-backup.partial, 0700), the manifest and the
+// checksums are written beside it, tar packs the three into a file made 0600 before anything is
+// written to it (the backup holds the host's private key, as the /var disk does), and only the
+// complete file is linked to its name (ln without -f: a file of that name is never replaced). A
+// failed run removes its staging folder; a killed one leaves it, and the next backup of the machine
+// into that folder removes it.
+//
+// restore: nothing changes before every byte of the file is checked. The image is copied out of the
+// backup in place (qemu-img reads it through a window of the file: nothing is unpacked) into a new
+// disk made 0600 first; the disk it replaces keeps a second name (NAME-var.qcow2.before-restore-TIME),
+// the new one is renamed over the old name, and /var/identity, the boot overlay and the domain are
+// brought in line (resyncVarDisk). A failure at any step puts the old disk back at its name; the kept
+// name is never deleted by ivm.
+import fs from 'node:fs';
+import path from 'node:path';
+import { BadInputError, IvmError, RefusedError } from '../../errors.ts';
+import packageJson from '../../../package.json' with { type: 'json' };
+import { removeCommand } from '../../host/files.ts';
+import { imageInfo } from '../../host/qemu-img.ts';
+import type { Command } from '../../host/runner.ts';
+import { isInside, requireBaseInBaseDir } from '../base/base-dir.ts';
+import { buildBase, lastBuiltBase } from '../base/build.ts';
+import type { Context } from '../context.ts';
+import { requireIdentity } from '../identity/identity.ts';
+import { withVmLock } from '../lock.ts';
+import { loadMachine, sizeInBytes } from '../machine/machine.ts';
+import { validateMachineName } from '../machine/names.ts';
+import { executePlan, type Step } from '../plan.ts';
+import { kindOf, UnsafeFileError } from '../safe-files.ts';
+import { isRunning, ownDomainState } from '../vm/running.ts';
+import { isSourceFileName, machineSourceOf, newVmFrom, whileStopped, type MachineSource } from '../vm/clone.ts';
+import { resyncVarDisk } from '../vm/upgrade.ts';
+import { backingOf } from './boot-overlay.ts';
+import { vmPaths, type VmPaths } from './vm-paths.ts';
+import { hostFile, hostFileExists, sameHostFile } from './vm-files.ts';
+import {
+  BACKUP_SUFFIX,
+  BLOCK,
+  CorruptBackupError,
+  IMAGE,
+  MANIFEST,
+  SUMS,
+  backupBytes,
+  backupFileName,
+  manifestText,
+  sha256,
+  sumsText,
+  timeStamp,
+  type BackupEntry,
+  type BackupManifest,
+} from './backup-format.ts';
+import { checkEmbeddedImage, hostFileBytes, hostFileSha256, removeTreeCommand, restoreIntoCommand, verifyBackup, zstdSupported, type VerifiedBackup } from './backup-io.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The backup folder
+
+interface BackupFolder {
+  dir: string;
+  /** The folders `mkdir -p` makes (outermost first): removed again when the backup fails. */
+  made: string[];
+}
+
+/**
+ * The folder a backup goes into, checked before anything is done: not a link or a file, not inside
+ * IVM_BASE_DIR (QEMU may read all of it, and host setup makes its files world-readable), and
+ * writable by the tools (asked of the host with test -w: as root, a read-only or immutable folder).
+ */
+async function backupFolder(ctx: Context, dir: string): Promise<BackupFolder> {
+  if (dir === ctx.settings.baseDir || isInside(ctx.settings.baseDir, dir)) {
+    throw new BadInputError(`${dir} is inside IVM_BASE_DIR (${ctx.settings.baseDir}): backups hold host private keys and never go where QEMU may read everything`, 'give another folder with --to');
+  }
+  const made: string[] = [];
+  let at = dir;
+  for (;;) {
+    const { kind } = await hostFile(ctx.runner, at);
+    if (kind === 'folder') break;
+    if (kind !== 'missing') throw new UnsafeFileError(at, kind === 'link' ? 'a symbolic link' : kind === 'file' ? 'a file' : 'a special file', 'folder');
+    made.unshift(at);
+    if (path.dirname(at) === at) break;
+    at = path.dirname(at);
+  }
+  const writable = await ctx.runner.run({ tool: 'test', args: ['-w', at, '-a', '-x', at], mutates: false }, { allowFailure: true });
+  if (writable.exitCode !== 0) {
+    throw new IvmError(`cannot write into ${at}${made.length > 0 ? ` (to make ${dir})` : ''}: it is not writable (read-only, immutable, or not the tools' to write); nothing was changed`, {
+      exitCode: 4,
+      hint: 'give another folder with --to, or make this one writable',
+    });
+  }
+  return { dir, made };
+}
+
+/** Staging folders an interrupted backup of this machine left in the folder (hidden, 0700): the next backup removes them. */
+function leftoverPartials(folder: BackupFolder, name: string): string[] {
+  if (folder.made.length > 0 || kindOf(folder.dir) !== 'folder') return [];
+  const pattern = new RegExp(`^\\.${name.replace(/-/g, '\\-')}-\\d{8}T\\d{6}Z\\${BACKUP_SUFFIX}\\.partial$`);
+  return fs
+    .readdirSync(folder.dir)
+    .filter((entry) => pattern.test(entry))
+    .map((entry) => path.join(folder.dir, entry));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ivm backup create
+
+export interface BackupOptions {
+  /** The folder (default: IVM_VM_DIR/backups/NAME). */
+  to?: string;
+  stop: boolean;
+  timeoutSeconds: number;
+}
+
+/** Backs up NAME's /var disk; returns the file (undefined under --dry-run). */
+export async function createBackup(ctx: Context, name: string, options: BackupOptions): Promise<string | undefined> {
+  validateMachineName(name);
+  return withVmLock(ctx, name, 'backup', async () => {
+    const machine = await loadMachine(ctx.runner, ctx.project, name);
+    const machineId = requireIdentity(machine.dir, name);
+    const paths = vmPaths(ctx.settings, ctx.project, name);
+    if (!(await hostFileExists(ctx.runner, paths.var))) throw new RefusedError(`${name} has no /var disk (${paths.var}): there is nothing to back up`);
+    const folder = await backupFolder(ctx, path.resolve(options.to ?? paths.backupDir));
+    const source = machineSourceOf(ctx, name);
+    const base = (await backingOf(ctx.runner, paths.boot)) ?? null;
+    return whileStopped(ctx, name, machineId, { stop: options.stop, timeoutSeconds: options.timeoutSeconds, verb: 'backup' }, () =>
+      backupStopped(ctx, { name, machineId, paths, folder, source, base }),
+    );
+  });
+}
+
+interface BackupJob {
+  name: string;
+  machineId: string;
+  paths: VmPaths;
+  folder: BackupFolder;
+  source: MachineSource;
+  base: string | null;
+}
+
+const tee = (file: string, input: string): Command => ({ tool: 'tee', args: ['--', file], input, mutates: true });
+
+async function backupStopped(ctx: Context, job: BackupJob): Promise<string | undefined> {
+  const { runner } = ctx;
+  const now = new Date();
+  const file = path.join(job.folder.dir, backupFileName(job.name, now));
+  if (await hostFileExists(runner, file)) throw new RefusedError(`${file} exists: a backup is never replaced; nothing was changed`, 'run the command again in a second');
+  const partial = path.join(job.folder.dir, `.${path.basename(file)}.partial`);
+  const staged = path.join(partial, IMAGE);
+  const out = path.join(partial, 'backup.tar');
+  const virtualSize = (await imageInfo(runner, job.paths.var))['virtual-size'];
+  const zstd = await zstdSupported(runner);
+  const leftovers = leftoverPartials(job.folder, job.name);
+  const madeFolders: Command | undefined = job.folder.made.length > 0 ? { tool: 'rm', args: ['-d', '--', ...[...job.folder.made].reverse()], mutates: true } : undefined;
+  const stage: Step[] = [
+    ...leftovers.map((l): Step => ({ kind: 'run', title: `remove what an interrupted backup left (${path.basename(l)})`, command: removeTreeCommand(l) })),
+    ...(madeFolders ? [{ kind: 'run' as const, title: `make the backup folder ${job.folder.dir}`, command: { tool: 'mkdir' as const, args: ['-p', '--', job.folder.dir], mutates: true }, undo: madeFolders }] : []),
+    // Private, and new: mkdir without -p fails if anything is there, so nothing planted is used.
+    { kind: 'run', title: 'a private staging folder', command: { tool: 'mkdir', args: ['-m', '0700', '--', partial], mutates: true }, undo: removeTreeCommand(partial) },
+    { kind: 'run', title: `a compressed image (${zstd ? 'zstd' : 'zlib'})`, command: { tool: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', ...(zstd ? ['-o', 'compression_type=zstd'] : []), staged, String(virtualSize)], mutates: true } },
+    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', staged], mutates: true } },
+    {
+      kind: 'run',
+      title: `copy ${job.name}'s /var into it, compressed (qemu-img convert -c)`,
+      command: { tool: 'qemu-img', args: ['convert', '-q', '-n', '-c', '--target-is-zero', '-f', 'qcow2', '-O', 'qcow2', job.paths.var, staged], mutates: true },
+    },
+    // Whole blocks: the tar member then needs no padding (every byte of the backup is checked).
+    { kind: 'run', title: 'pad it to whole 512-byte blocks', command: { tool: 'truncate', args: ['-s', `%${BLOCK}`, '--', staged], mutates: true } },
+  ];
+  // A failure once the image is staged: the staging folder, and the folders this run made, go again.
+  const failed = async (error: unknown): Promise<never> => {
+    const cleanup: Step[] = [
+      { kind: 'run', title: 'remove the staging folder', command: removeTreeCommand(partial) },
+      ...(madeFolders ? [{ kind: 'run' as const, title: 'remove the folders it made', command: madeFolders }] : []),
+    ];
+    if (!runner.dryRun) await executePlan(runner, { title: 'remove what the failed backup made', steps: cleanup }, () => undefined).catch(() => undefined);
+    throw error;
+  };
+  await executePlan(runner, { title: `backup ${job.name}: the image`, steps: stage }, ctx.say);
+  try {
+    const imageBytes = runner.dryRun ? 0 : await hostFileBytes(runner, staged);
+    const imageSha = runner.dryRun ? '0'.repeat(64) : await runner.progress.step(`checksum the image (sha256 of ${imageBytes} bytes)`, () => hostFileSha256(runner, staged));
+    const manifest: BackupManifest = {
+      format: 'ivm-backup',
+      formatVersion: 1,
+      machine: job.name,
+      machineId: job.machineId,
+      base: job.base,
+      varVirtualSize: virtualSize,
+      image: { file: IMAGE, sha256: imageSha, bytes: imageBytes, compression: zstd ? 'zstd' : 'zlib' },
+      ivmVersion: packageJson.version,
+      createdAt: now.toISOString(),
+      files: job.source.files.map((f) => ({ name: f.name, mode: `0${(f.mode & 0o777).toString(8)}`, base64: f.content.toString('base64') })),
+    };
+    const mText = manifestText(manifest);
+    const total = backupBytes(Buffer.byteLength(mText), imageBytes, BLOCK);
+    const pack: Step[] = [
+      // Under --dry-run the manifest is not printed: it carries the files of machines/NAME (a password hash among them).
+      { kind: 'run', title: `the manifest (${MANIFEST})`, command: tee(path.join(partial, MANIFEST), runner.dryRun ? '<the manifest>\n' : mText) },
+      { kind: 'run', title: `the checksums (${SUMS})`, command: tee(path.join(partial, SUMS), runner.dryRun ? '<the checksums of the two>\n' : sumsText(sha256(mText), imageSha)) },
+      { kind: 'run', title: 'the backup file, empty', command: { tool: 'truncate', args: ['-s', '0', '--', out], mutates: true } },
+      // 0600 before anything is written: the backup holds the host's private key.
+      { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', out], mutates: true } },
+      {
+        kind: 'run',
+        title: 'pack the three into it (tar)',
+        command: {
+          tool: 'tar',
+          // GNU format (sizes beyond 8 GiB), root's, 0600, one time; 1 MiB records (fast), whose padding is cut off next.
+          args: ['-c', '-b', '2048', '--format=gnu', '--owner=0', '--group=0', '--numeric-owner', '--mode=0600', `--mtime=@${Math.floor(now.getTime() / 1000)}`, '-f', out, '-C', partial, '--', MANIFEST, IMAGE, SUMS],
+          mutates: true,
+        },
+      },
+      { kind: 'run', title: 'end it right after its end-of-archive blocks', command: { tool: 'truncate', args: ['-s', String(total), '--', out], mutates: true } },
+      { kind: 'run', title: `give it its name, never replacing a file (${path.basename(file)})`, command: { tool: 'ln', args: ['-T', out, file], mutates: true }, undo: removeCommand(file) },
+      { kind: 'run', title: 'remove the staging folder', command: removeTreeCommand(partial) },
+    ];
+    await executePlan(runner, { title: `backup ${job.name}: the file`, steps: pack }, ctx.say);
+    if (runner.dryRun) return undefined;
+    const bytes = await hostFileBytes(runner, file);
+    if (bytes !== total) throw new IvmError(`${file} is ${bytes} bytes, not the ${total} it must be (please report it)`);
+    ctx.say(`backup of ${job.name}: ${file} (${bytes} bytes, ${zstd ? 'zstd' : 'zlib'}; image sha256 ${imageSha}; base ${job.base ?? 'none'})`);
+    return file;
+  } catch (error) {
+    return failed(error);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ivm backup list
+
+/** A backup file of NAME, as create names them. */
+function isBackupOf(name: string, entry: string): boolean {
+  return entry.startsWith(`${name}-`) && /^\d{8}T\d{6}Z$/.test(entry.slice(name.length + 1, -BACKUP_SUFFIX.length)) && entry.endsWith(BACKUP_SUFFIX);
+}
+
+/** NAME's backups in the folder, oldest first, each checked byte for byte. Read-only. */
+export async function listBackups(ctx: Context, name: string, options: { in?: string }): Promise<{ dir: string; entries: BackupEntry[] }> {
+  validateMachineName(name);
+  const dir = path.resolve(options.in ?? vmPaths(ctx.settings, ctx.project, name).backupDir);
+  const kind = kindOf(dir);
+  if (kind === 'missing') return { dir, entries: [] };
+  if (kind !== 'folder') throw new UnsafeFileError(dir, kind === 'link' ? 'a symbolic link' : 'a file', 'folder');
+  const entries: BackupEntry[] = [];
+  for (const entry of fs.readdirSync(dir).filter((e) => isBackupOf(name, e)).sort()) {
+    const file = path.join(dir, entry);
+    const bytes = await hostFileBytes(ctx.runner, file).catch(() => 0);
+    try {
+      const { manifest: m } = await verifyBackup(ctx.runner, file, dir);
+      entries.push({
+        file,
+        bytes,
+        ok: true,
+        machine: m.machine,
+        machineId: m.machineId,
+        createdAt: m.createdAt,
+        base: m.base,
+        varVirtualSize: m.varVirtualSize,
+        imageSha256: m.image.sha256,
+        compression: m.image.compression,
+        ivmVersion: m.ivmVersion,
+      });
+    } catch (error) {
+      // Only what is wrong with the file itself; a missing tool or a host error stops the listing.
+      if (!(error instanceof BadInputError)) throw error;
+      entries.push({ file, bytes, ok: false, problem: error.message.replace(/^.* is not an intact ivm backup: /, '').replace(/; nothing was changed$/, '') });
+    }
+  }
+  return { dir, entries };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ivm backup restore
+
+export interface RestoreOptions {
+  /** Restore into a new machine of this name (new identity) instead of onto NAME. */
+  as?: string;
+  build: boolean;
+  warn?: (line: string) => void;
+}
+
+/**
+ * The backup file: FILE as given (relative to the working folder); a bare file name that is not
+ * there is looked for in NAME's backup folder too (what `ivm backup list` shows).
+ */
+async function backupFile(ctx: Context, name: string, file: string): Promise<string> {
+  const given = path.resolve(file);
+  if (file.includes('/') || (await hostFile(ctx.runner, given)).kind !== 'missing') return given;
+  const inFolder = path.join(vmPaths(ctx.settings, ctx.project, name).backupDir, file);
+  return (await hostFile(ctx.runner, inFolder)).kind === 'missing' ? given : inFolder;
+}
+
+export async function restoreBackup(ctx: Context, name: string, fileArgument: string, options: RestoreOptions): Promise<void> {
+  validateMachineName(name);
+  if (options.as !== undefined) validateMachineName(options.as);
+  const file = await backupFile(ctx, name, fileArgument);
+  const warn = options.warn ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  if (options.as !== undefined) {
+    const target = options.as;
+    return withVmLock(ctx, target, 'restore', () => restoreAs(ctx, name, file, target, options.build, warn));
+  }
+  return withVmLock(ctx, name, 'restore', () => restoreOnto(ctx, name, file, options.build));
+}
+
+const wantedBytes = (varSize: string) => Math.ceil(sizeInBytes(varSize) / 512) * 512;
+
+/** Onto the machine it is a backup of: the same machine-id, the VM stopped or undefined. */
+async function restoreOnto(ctx: Context, name: string, file: string, build: boolean): Promise<void> {
+  const { runner } = ctx;
+  const backup = await verifyBackup(runner, file, path.dirname(file));
+  const { manifest } = backup;
+  if (kindOf(path.join(ctx.project.machinesDir, name, 'meta.nix')) === 'missing') {
+    throw new BadInputError(`unknown machine ${JSON.stringify(name)}: machines/${name}/meta.nix does not exist`, `to make a new machine of the backup of ${manifest.machine}: ivm backup restore ${manifest.machine} ${file} --as ${name}`);
+  }
+  const machine = await loadMachine(runner, ctx.project, name);
+  const machineId = requireIdentity(machine.dir, name);
+  if (manifest.machineId !== machineId) {
+    throw new RefusedError(
+      `${file} is a backup of ${manifest.machine} (machine-id ${manifest.machineId}), not of ${name} (machine-id ${machineId}): nothing was changed`,
+      `restore it as a new machine with its own identity: ivm backup restore ${manifest.machine} ${file} --as NEW`,
+    );
+  }
+  const paths = vmPaths(ctx.settings, ctx.project, name);
+  const refuseRunning = (state: string) => {
+    if (isRunning(state)) throw new RefusedError(`${name} is ${state}: a restore replaces its /var disk, so it must be shut off; nothing was changed`, `stop it first: ivm stop ${name}`);
+  };
+  refuseRunning(await ownDomainState(ctx, name, machineId));
+  if (wantedBytes(machine.meta.varSize) < manifest.varVirtualSize) {
+    throw new RefusedError(
+      `the /var disk of the backup is ${manifest.varVirtualSize} bytes, more than ${name}'s varSize (${machine.meta.varSize}): the disk would be too small; nothing was changed`,
+      `raise varSize in ${machine.metaFile} to at least ${Math.ceil(manifest.varVirtualSize / 1024 / 1024)}M`,
+    );
+  }
+  await checkEmbeddedImage(runner, backup);
+  const current = await backingOf(runner, paths.boot);
+  const base = current !== undefined && (await hostFileExists(runner, current)) ? current : build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
+  requireBaseInBaseDir(ctx.settings, base);
+  // Asked again after a build, which may take long: the VM may have been started meanwhile.
+  refuseRunning(await ownDomainState(ctx, name, machineId));
+
+  const stamp = timeStamp(new Date());
+  const fresh = `${paths.var}.restore`;
+  const kept = `${paths.var}.before-restore-${stamp}`;
+  const hadDisk = await hostFileExists(runner, paths.var);
+  // The temporary names must not be links: qemu-img, chmod and ln would write through them as root.
+  for (const temporary of [fresh, kept]) await hostFileExists(runner, temporary);
+  const leftovers = hadDisk ? await keptNamesOfLiveDisk(ctx, paths) : [];
+  const steps: Step[] = [
+    { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', ctx.settings.vmDir], mutates: true } },
+    // Always one step (so that every run counts its changes alike): a disk an interrupted restore was
+    // making, and second names of the live disk it made, which are not copies of anything.
+    { kind: 'run', title: 'clear what an interrupted restore left', command: removeCommand(fresh, ...leftovers) },
+    { kind: 'run', title: `a new /var disk of ${manifest.varVirtualSize} bytes`, command: { tool: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', fresh, String(manifest.varVirtualSize)], mutates: true }, undo: removeCommand(fresh) },
+    // 0600 before anything is written: it will hold the host's private key.
+    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', fresh], mutates: true } },
+    { kind: 'run', title: `copy the backed-up /var into it (read in place from ${path.basename(file)})`, command: restoreIntoCommand(backup, fresh) },
+    ...(hadDisk
+      ? [
+          { kind: 'run' as const, title: `keep the disk it replaces as ${path.basename(kept)}`, command: { tool: 'ln' as const, args: ['-T', paths.var, kept], mutates: true }, undo: removeCommand(kept) },
+          { kind: 'run' as const, title: 'put the restored disk in its place', command: move(fresh, paths.var), undo: move(kept, paths.var) },
+        ]
+      : [
+          { kind: 'run' as const, title: 'give it its name, never replacing a file', command: { tool: 'ln' as const, args: ['-T', fresh, paths.var], mutates: true }, undo: removeCommand(paths.var) },
+          { kind: 'run' as const, title: 'drop the temporary name', command: removeCommand(fresh) },
+        ]),
+  ];
+  ctx.say(`restore ${name} from ${file}: backed up ${manifest.createdAt} on base ${manifest.base ?? 'none'}; /var ${manifest.varVirtualSize} bytes`);
+  await executePlan(runner, { title: `restore ${name}: the /var disk`, steps }, ctx.say);
+  if (runner.dryRun) {
+    ctx.say(`# then: resync /var/identity with machines/${name} (guestfish), boot overlay on ${base}, define ${name}`);
+    return;
+  }
+  try {
+    await resyncVarDisk(ctx, name, { base, verb: 'restore' });
+  } catch (failure) {
+    // The disk it replaced goes back to its name (the restored one is a copy of the backup).
+    let note: string;
+    try {
+      await runner.run(hadDisk ? move(kept, paths.var) : removeCommand(paths.var));
+      note = hadDisk ? `the /var disk ${name} had is back at ${paths.var}` : 'the restored disk was removed again';
+    } catch (undo) {
+      note = `and putting the old disk back failed (${(undo as Error).message}): it is at ${kept}; move it back yourself: mv -T ${kept} ${paths.var}`;
+    }
+    throw withNote(failure, note);
+  }
+  ctx.say(`restored ${name} from ${path.basename(file)}${hadDisk ? `; the /var disk it replaced is kept as ${kept} (remove it once the restored VM works)` : ''}`);
+}
+
+/** The error, with a line saying what was put right after it. */
+function withNote(failure: unknown, note: string): unknown {
+  return failure instanceof IvmError ? new IvmError(`${failure.message}\n${note}`, { exitCode: failure.exitCode, hint: failure.hint }) : failure;
+}
+
+const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });
+
+/**
+ * The names NAME-var.qcow2.before-restore-* that are the live disk itself (a second name an
+ * interrupted restore made before its switch): removing one loses nothing. A kept name of another
+ * file is the old disk of a finished restore, and stays.
+ */
+async function keptNamesOfLiveDisk(ctx: Context, paths: VmPaths): Promise<string[]> {
+  if (kindOf(ctx.settings.vmDir) !== 'folder') return [];
+  const prefix = `${path.basename(paths.var)}.before-restore-`;
+  const names = fs.readdirSync(ctx.settings.vmDir).filter((entry) => entry.startsWith(prefix)).map((entry) => path.join(ctx.settings.vmDir, entry));
+  const same: string[] = [];
+  for (const name of names) if ((await hostFileExists(ctx.runner, name)) && (await sameHostFile(ctx.runner, name, paths.var))) same.push(name);
+  return same;
+}
+
+/** Into a new machine NEW made from the backup's files (clone.ts), with an identity of its own. */
+async function restoreAs(ctx: Context, name: string, file: string, target: string, build: boolean, warn: (line: string) => void): Promise<void> {
+  const backup = await verifyBackup(ctx.runner, file, path.dirname(file));
+  const { manifest } = backup;
+  if (manifest.machine !== name) throw new BadInputError(`${file} is a backup of ${manifest.machine}, not of ${name}: nothing was changed`, `ivm backup restore ${manifest.machine} ${file} --as ${target}`);
+  await checkEmbeddedImage(ctx.runner, backup);
+  const source = sourceOfBackup(backup);
+  const installed = manifest.base !== null && (await hostFileExists(ctx.runner, manifest.base)) && isInside(ctx.settings.baseDir, manifest.base) ? manifest.base : undefined;
+  if (installed === undefined && !build) {
+    throw new RefusedError(`the base ${name} ran when it was backed up (${manifest.base ?? 'none'}) is not installed here, and --no-build: ${target} would have no base; nothing was changed`, `drop --no-build: ${target} is built (ivm build ${target}) once machines/${target} is written`);
+  }
+  warn(`note: ${target} gets its own machine-id, hostname and host key; the secrets of ${name} on the backed-up /var are not restored into it (they are one VM's own)`);
+  await newVmFrom(ctx, {
+    name: target,
+    verb: 'restore',
+    source,
+    diskBytes: manifest.varVirtualSize,
+    fill: { title: `copy the backed-up /var into it (read in place from ${path.basename(file)})`, command: (disk) => restoreIntoCommand(backup, disk) },
+    base: async () => installed ?? (await buildBase(ctx, target)).base,
+    dryRunBase: installed ?? `the base ivm build ${target} makes`,
+    warn,
+  });
+  if (!ctx.runner.dryRun) ctx.say(`restored the backup of ${name} (${path.basename(file)}) as ${target}: /var ${vmPaths(ctx.settings, ctx.project, target).var}; machines/${target} has its own identity`);
+}
+
+/** The machine files a backup carries, for a new machine (only the names a machine may take). */
+function sourceOfBackup(backup: VerifiedBackup): MachineSource {
+  const files = backup.manifest.files.filter((f) => isSourceFileName(f.name)).map((f) => ({ name: f.name, mode: Number.parseInt(f.mode, 8) & 0o644, content: Buffer.from(f.base64, 'base64') }));
+  for (const needed of ['meta.nix', 'default.nix']) {
+    if (!files.some((f) => f.name === needed)) throw new CorruptBackupError(backup.file, `its manifest carries no ${needed}`);
+  }
+  return { from: backup.manifest.machine, files };
+}
