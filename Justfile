@@ -115,6 +115,14 @@ snapshot-delete name snap:
 grow-vm name *flags:
     {{ ivm }} grow "$@"
 
+# Every machine (or those named) against what exists, one line each; exit 0 nothing to do, 10 changes (flags: --json, --no-build, --deep, --restart, --remove-orphan NAME)
+plan *args:
+    {{ ivm }} plan "$@"
+
+# Do what `plan` prints: create, upgrade, redefine, grow, start; a summary (flags: --no-build, --deep, --restart, --remove-orphan NAME)
+apply *args:
+    {{ ivm }} apply "$@"
+
 # Start a VM afresh: new boot overlay AND new /var disk, all /var data lost (flags: --yes, --no-build, --start)
 recreate-vm name *flags:
     {{ ivm }} recreate "$@"

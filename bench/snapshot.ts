@@ -11,7 +11,7 @@ import { makeTestProject } from '../test/support/ivm.ts';
 
 const NAME = 'bench-snap';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const DATA_BYTES = 1024 * 1024 * 1024;
+const DATA_MIB = 1024;
 
 await ensureNetwork('default');
 await cleanupDomain(NAME);
@@ -41,7 +41,7 @@ try {
     await execa('qemu-img', ['convert', '-O', 'raw', varDisk, path.join(work, 'old.raw')]);
     await execa('debugfs', ['-R', `rdump /identity /home /root ${tree}`, path.join(work, 'old.raw')]);
     fs.mkdirSync(path.join(tree, 'home', 'user'), { recursive: true });
-    await execa('head', ['-c', String(DATA_BYTES), '/dev/urandom'], { stdout: { file: path.join(tree, 'home', 'user', 'data') } });
+    await execa('dd', ['if=/dev/urandom', `of=${path.join(tree, 'home', 'user', 'data')}`, 'bs=1M', `count=${DATA_MIB}`, 'status=none']);
     await execa('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-L', 'ivm-var', '-E', 'root_owner=0:0', '-d', tree, path.join(work, 'new.raw'), '2G']);
     await execa('qemu-img', ['convert', '-O', 'qcow2', path.join(work, 'new.raw'), `${varDisk}.big`]);
     fs.chmodSync(`${varDisk}.big`, 0o600);

@@ -51,7 +51,8 @@ Environment (README.md, "Environment"):
 
 Exit codes: 0 ok, 1 a command failed, 2 bad input (also a link or odd file where ivm reads or
 writes), 3 refused (would lose or overwrite something, wrong VM state, not this project's domain,
-locked by another run), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied).`;
+locked by another run), 4 environment (missing tool, libvirt unreachable, virtlogd down, permission denied);
+ivm plan also: 10 changes pending (ivm plan --help).`;
 
 export function buildProgram(): Command {
   const program = new Command('ivm')

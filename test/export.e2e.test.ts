@@ -6,7 +6,10 @@
 //     its identity, `make ip` asks the guest agent, `make ssh` logs in with the pinned host key
 //     (as user, then as admin, which lets the guest power off), `make down` keeps the /var disk,
 //     and `make up` again boots on it (the boot count the guest keeps on /var goes up). The
-//     provisioner's own folder has blanks, quotes, `$`, `%` and `#` in its path.
+//     provisioner's own folder has blanks, quotes, `$`, `%` and `#` in its path. While it runs,
+//     destroy refuses it and a stop that times out says so (this guest ignores the power button).
+//   - One boot of a machine named *-hold (the guest waits for the ACPI power button): `make stop`
+//     shuts it down gracefully, `make down` then undefines it and keeps the /var disk.
 //   - No boot: image folders whose paths hold blanks, quotes, `$`, `#`, `%` and parentheses;
 //     `export --all` of two machines, whose top-level Makefile creates, reports and destroys both
 //     for real (`make -n up` too); bad input: an unknown machine, no identity, no build (and
@@ -263,14 +266,17 @@ describe('ivm export NAME DIR: the provisioner boots the VM without ivm (two boo
     }
   });
 
-  it('make destroy PURGE=1 deletes the /var disk too', async () => {
+  it('make destroy PURGE=1 deletes the /var disk too (PURGE in the environment does not)', async () => {
+    const kept = await make(['destroy'], { PURGE: '1' });
+    expect(kept.exitCode, kept.stderr).toBe(0);
+    expect(fs.readdirSync(project.vmDir)).toEqual([`${VM}-var.qcow2`]);
     const r = await make(['destroy', 'PURGE=1']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(fs.readdirSync(project.vmDir)).toEqual([]);
   });
 });
 
-describe('ivm export: make down shuts a running VM down gracefully (one boot)', () => {
+describe('ivm export: make stop shuts a running VM down gracefully (one boot)', () => {
   // A guest named *-hold waits for the ACPI power button (virsh shutdown) after its report.
   const VM = 'e2e-exp-hold';
   let project: TestProject;
@@ -300,7 +306,7 @@ describe('ivm export: make down shuts a running VM down gracefully (one boot)', 
     await project?.remove();
   });
 
-  it('make down: virsh shutdown, a wait until it is off, then undefine; the /var disk stays', async () => {
+  it('make stop: virsh shutdown and a wait until it is off; make down then undefines it, keeping the /var disk', async () => {
     const up = await make(['up']);
     expect(up.exitCode, up.stderr).toBe(0);
     const logFile = path.join(project.vmDir, `${VM}-serial.log`);
@@ -308,11 +314,19 @@ describe('ivm export: make down shuts a running VM down gracefully (one boot)', 
     while (!(fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').includes('IVM-HOLD waiting')) && Date.now() < deadline) await sleep(1000);
     expect(fs.readFileSync(logFile, 'utf8')).toContain('IVM-HOLD waiting');
     expect(await domainState(VM)).toBe('running');
+    const stop = await make(['stop']);
+    expect(stop.exitCode, stop.stderr).toBe(0);
+    expect(stop.stderr).toMatch(/^\+ virsh -c qemu:\/\/\/system shutdown e2e-exp-hold$/m);
+    expect(stop.stdout).toContain(`${VM} shut off`);
+    expect(await domainState(VM)).toBe('shut off');
+    // The guest saw the power button (it did not time out) and ended cleanly.
+    const log = parseStandinLog(fs.readFileSync(logFile, 'utf8'));
+    expect(fs.readFileSync(logFile, 'utf8')).toContain('IVM-HOLD power-button');
+    expect(log.errors).toEqual([]);
+    expect(log.complete).toBe(true);
     const down = await make(['down']);
     expect(down.exitCode, down.stderr).toBe(0);
-    expect(down.stderr).toMatch(/^\+ virsh -c qemu:\/\/\/system shutdown e2e-exp-hold$/m);
-    expect(down.stdout).toContain(`${VM} shut off`);
-    expect(fs.readFileSync(logFile, 'utf8')).toContain('IVM-HOLD power-button');
+    expect(down.stdout).toContain(`${VM} is not running (shut off)`);
     expect(await domainState(VM)).toBeNull();
     expect(fs.readdirSync(project.vmDir)).toEqual([`${VM}-var.qcow2`]);
     expect((await make(['destroy', 'PURGE=1'])).exitCode).toBe(0);

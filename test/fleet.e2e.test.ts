@@ -29,7 +29,8 @@ const NEW3 = 'e2e-fleet-new3';
 const ALL = [NEW, OLD, MEM, OK, HOLD, GONE, BAD, ALIEN, NEW2, NEW3];
 const SENTINEL = '/home/user/fleet-sentinel';
 
-const meta = (memory = 512) => `{ system = "x86_64-linux"; virtType = "qemu"; memory = ${memory}; vcpus = 1; varSize = "128M"; network = "default"; }\n`;
+const meta = (memory = 512, varSize = '128M', extra = '') =>
+  `{ system = "x86_64-linux"; virtType = "qemu"; memory = ${memory}; vcpus = 1; varSize = "${varSize}"; network = "default";${extra} }\n`;
 
 describe('fleet: the compared fields of a domain definition', () => {
   it('reads memory, vcpus, network, type, MAC, disks and graphics the same from ivm\'s XML and libvirt\'s', () => {
@@ -86,6 +87,7 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     await waitForLog(HOLD, (log) => log.holds.length > 0 && log.holds[log.holds.length - 1]!.end === null);
   };
   let varShas: Record<string, string>;
+  let memHostname: string;
   let lockHolder: ReturnType<typeof execa> | undefined;
 
   beforeAll(async () => {
@@ -105,12 +107,13 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     baseB = await backing(boot(OK));
     project.addMachine(NEW, meta());
     // What the plan must find: OLD behind on its base with an identity file changed, MEM's memory
-    // changed, GONE's folder removed (an orphan), HOLD running on the old base.
+    // and varSize changed, GONE's folder removed (an orphan), HOLD running on the old base.
     fs.writeFileSync(path.join(project.root, 'machines', OLD, 'resolv.conf'), 'nameserver 192.0.2.2\n');
-    fs.writeFileSync(path.join(project.root, 'machines', MEM, 'meta.nix'), meta(768));
+    fs.writeFileSync(path.join(project.root, 'machines', MEM, 'meta.nix'), meta(768, '256M'));
     fs.rmSync(path.join(project.root, 'machines', GONE), { recursive: true });
     await writeVarFile(disk(OLD), SENTINEL, sentinel);
-    varShas = Object.fromEntries(await Promise.all([MEM, OK, GONE].map(async (name) => [name, await sha256File(disk(name))])));
+    memHostname = fs.readFileSync(path.join(project.root, 'machines', MEM, 'hostname'), 'utf8');
+    varShas = Object.fromEntries(await Promise.all([OK, GONE].map(async (name) => [name, await sha256File(disk(name))])));
     await holdRunning();
   });
 
@@ -126,7 +129,7 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expectExit(plan, 10);
     expect(lineOf(plan.stdout, NEW)).toMatch(new RegExp(`^${NEW}: create \\(no VM yet: boot overlay on ${baseB}, a new /var disk of 128M\\)$`));
     expect(lineOf(plan.stdout, OLD)).toBe(`${OLD}: upgrade (base behind: ${baseA} -> ${baseB}; identity changed since its last sync: changed resolv.conf)`);
-    expect(lineOf(plan.stdout, MEM)).toBe(`${MEM}: redefine (memory 512 -> 768 MiB)`);
+    expect(lineOf(plan.stdout, MEM)).toBe(`${MEM}: redefine (memory 512 -> 768 MiB), grow (/var 128M -> 256M (varSize 256M; the guest grows its filesystem at its next boot))`);
     expect(lineOf(plan.stdout, OK)).toBe(`${OK}: nothing to do`);
     expect(lineOf(plan.stdout, HOLD)).toMatch(new RegExp(`^${HOLD}: needs restart: upgrade \\(base behind: ${baseA} -> ${baseB}\\); ${HOLD} is running, so it is left running \\(--restart `));
     expect(plan.stdout).toMatch(new RegExp(`^orphan ${GONE}: machines/${GONE} is gone; domain shut off, its /var disk ${disk(GONE)} \\(always kept\\); left alone \\(--remove-orphan ${GONE} `, 'm'));
@@ -147,7 +150,8 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expect(byName[NEW]).toMatchObject({ state: 'undefined', upToDate: false, needsRestart: false, identity: 'new', actions: [{ action: 'create' }], waiting: [], error: null });
     expect(byName[OLD]).toMatchObject({ state: 'shut off', identity: 'differs', identityFrom: 'record', base: { current: baseA, latest: baseB, installed: true } });
     expect(byName[OLD].actions.map((a: { action: string }) => a.action)).toEqual(['upgrade']);
-    expect(byName[MEM].actions).toEqual([{ action: 'redefine', why: 'memory 512 -> 768 MiB' }]);
+    expect(byName[MEM].actions.map((a: { action: string }) => a.action)).toEqual(['redefine', 'grow']);
+    expect(byName[MEM].actions[0]).toEqual({ action: 'redefine', why: 'memory 512 -> 768 MiB' });
     expect(byName[OK]).toMatchObject({ upToDate: true, actions: [], waiting: [], identity: 'in sync' });
     expect(byName[HOLD]).toMatchObject({ state: 'running', needsRestart: true, actions: [] });
     expect(byName[HOLD].waiting.map((a: { action: string }) => a.action)).toEqual(['upgrade']);
@@ -201,9 +205,10 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expect(await backing(path.join(project.vmDir, `${OLD}-boot-prev.qcow2`))).toBe(baseA);
     expect(await readVarFile(disk(OLD), SENTINEL)).toEqual(sentinel);
     expect((await readVarFile(disk(OLD), '/identity/resolv.conf'))?.toString()).toBe('nameserver 192.0.2.2\n');
-    // MEM: redefined with its new memory; its /var not touched.
+    // MEM: redefined with its new memory, its /var disk grown (its data kept).
     expect(await virsh(['dumpxml', '--inactive', MEM])).toContain("<memory unit='KiB'>786432</memory>");
-    expect(await sha256File(disk(MEM))).toBe(varShas[MEM]);
+    expect(JSON.parse((await execa('qemu-img', ['info', '--output=json', disk(MEM)])).stdout)['virtual-size']).toBe(256 * 1024 * 1024);
+    expect((await readVarFile(disk(MEM), '/identity/hostname'))?.toString()).toBe(memHostname);
     // OK: nothing touched. HOLD: left running on its old base.
     expect(await sha256File(disk(OK))).toBe(varShas[OK]);
     expect(fs.statSync(path.join(project.root, 'libvirt', `${OK}.xml`)).mtimeMs).toBe(okXml);
@@ -242,6 +247,34 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expect(log.bootCount).toBe(bootsBefore + 1);
   });
 
+  it('a running VM defined anew is redefined at once and needs a restart to run it; apply --restart restarts it', async () => {
+    await holdRunning();
+    const bootsBefore = serial(HOLD).bootCount!;
+    fs.writeFileSync(path.join(project.root, 'machines', HOLD, 'meta.nix'), meta(640));
+    const plan = await project.ivm(['plan', HOLD]);
+    expectExit(plan, 10);
+    expect(lineOf(plan.stdout, HOLD)).toBe(
+      `${HOLD}: redefine (memory 512 -> 640 MiB (${HOLD} runs: it takes effect when it starts again)); ` +
+        `needs restart: restart (runs with an older definition: memory 512 -> 640 MiB); ${HOLD} is running, so it is left running (--restart shuts it down gracefully, changes it and starts it again)`,
+    );
+    const applied = await project.ivm(['apply', HOLD]);
+    expectExit(applied, 0);
+    expect(applied.stdout).toMatch(/^apply: 0 changed, 0 up to date, 1 needs restart, 0 failed$/m);
+    expect(await domainState(HOLD)).toBe('running');
+    expect(await virsh(['dumpxml', '--inactive', HOLD])).toContain("<memory unit='KiB'>655360</memory>");
+    expect(await virsh(['dumpxml', HOLD])).toContain("<memory unit='KiB'>524288</memory>");
+    const waiting = await project.ivm(['plan', HOLD, '--json']);
+    expectExit(waiting, 10);
+    expect(JSON.parse(waiting.stdout).machines[0]).toMatchObject({ actions: [], needsRestart: true, waiting: [{ action: 'restart' }] });
+    const restarted = await project.ivm(['apply', '--restart', HOLD]);
+    expectExit(restarted, 0);
+    expect(restarted.stdout).toContain(`restarted ${HOLD}: it runs with its new definition`);
+    const log = await waitForLog(HOLD, (l) => l.bootCount === bootsBefore + 1 && l.holds.length > 0);
+    expect(log.variant).toBe('b');
+    expect(await virsh(['dumpxml', HOLD])).toContain("<memory unit='KiB'>655360</memory>");
+    expectExit(await project.ivm(['plan', HOLD]), 0);
+  });
+
   it('is idempotent: a second plan says nothing to do (exit 0), a second apply changes nothing', async () => {
     const plan = await project.ivm(['plan']);
     expectExit(plan, 0);
@@ -253,6 +286,24 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expect(applied.stdout).toMatch(/^apply: 0 changed, 5 up to date, 0 needs restart, 0 failed$/m);
     expect(applied.stderr).not.toMatch(/^\+ .*(virsh -c \S+ (define|start|shutdown|autostart|undefine)|qemu-img (create|resize)|\bcp\b|\bln\b|\bmv\b|\brm\b|guestfish)/m);
     expect(await Promise.all([NEW, OLD, MEM, OK].map((name) => sha256File(disk(name))))).toEqual(shas);
+  });
+
+  it('autostart = true: plan says redefine (libvirt\'s autostart) and start; apply --dry-run shows both', async () => {
+    const metaFile = path.join(project.root, 'machines', OK, 'meta.nix');
+    fs.writeFileSync(metaFile, meta(512, '128M', ' autostart = true;'));
+    try {
+      const plan = await project.ivm(['plan', OK]);
+      expectExit(plan, 10);
+      expect(lineOf(plan.stdout, OK)).toBe(`${OK}: redefine (autostart off -> on), start (autostart = true, and it is shut off)`);
+      const dry = await project.ivm(['--dry-run', 'apply', OK]);
+      expectExit(dry, 0);
+      expect(dry.stdout).toMatch(new RegExp(`^virsh -c qemu:///system autostart ${OK}$`, 'm'));
+      expect(dry.stdout).toMatch(new RegExp(`^virsh -c qemu:///system start ${OK}$`, 'm'));
+      expect(await domainState(OK)).toBe('shut off');
+    } finally {
+      fs.writeFileSync(metaFile, meta());
+    }
+    expectExit(await project.ivm(['plan', OK]), 0);
   });
 
   it('plan says so when it does not know the identity; --deep reads the disk, and apply --deep records what it found', async () => {

@@ -37,6 +37,7 @@ describe('Justfile', () => {
       'grow-vm name *flags', 'reboot-vm name *flags',
       'snapshot name *args', 'snapshots name *flags', 'snapshot-restore name snap *flags', 'snapshot-delete name snap',
       'export-vm name *args',
+      'plan *args', 'apply *args',
     ];
     for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));
     for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {

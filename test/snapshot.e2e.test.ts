@@ -265,6 +265,7 @@ describe('ivm snapshot (real tools)', () => {
     // The state to restore from each time: the later bytes, the current identity.
     expect((await project.ivm(['snapshot', 'create', NAME, 'ref'])).exitCode).toBe(0);
     let completed = false;
+    const left = new Map<number, string>();
     for (let step = 1; step <= 10 && !completed; step++) {
       await execa('qemu-img', ['snapshot', '-a', 'ref', varDisk]);
       expect(await sentinelSha()).toBe(sha(later));
@@ -272,7 +273,9 @@ describe('ivm snapshot (real tools)', () => {
       completed = run.exitCode === 0;
       if (!completed) expect(run.signal, `step ${step}: ${run.stderr}`).toBe('SIGKILL');
       await waitUntilUnused(varDisk);
-      expect([sha(first), sha(later)], `step ${step}`).toContain(await sentinelSha());
+      const state = await sentinelSha();
+      expect([sha(first), sha(later)], `step ${step}`).toContain(state);
+      if (!completed) left.set(step, state === sha(first) ? 'restored' : 'old');
       await execa('qemu-img', ['check', '-U', varDisk]);
       expect(await domainState(NAME), `step ${step}`).toBe('shut off');
       expect(await qemuSnapshots(), `step ${step}`).toContain('first');
@@ -283,6 +286,10 @@ describe('ivm snapshot (real tools)', () => {
       expect((await readVarFile(varDisk, '/identity/admin_authorized_keys'))?.toString(), `rerun after step ${step}`).toBe(KEY_2);
     }
     expect(completed).toBe(true);
+    // The kills fell on both sides of the switch: before it (keep, apply) and after it (the
+    // identity resync, the redefine).
+    expect([left.get(1), left.get(2), left.get(3)]).toEqual(['old', 'old', 'restored']);
+    expect([...left.values()].slice(3).every((state) => state === 'restored')).toBe(true);
     expect(await sentinelSha()).toBe(sha(first));
     expect((await readVarFile(varDisk, '/identity/admin_authorized_keys'))?.toString()).toBe(KEY_2);
   }, 1_800_000);

@@ -9,7 +9,7 @@ const CHANGES_EXIT = 10;
 const EXIT_HELP = `
 Exit codes of ivm plan: 0 nothing would change; ${CHANGES_EXIT} something would change or waits for a
 restart (an orphan counts only when named by --remove-orphan); 1 a machine could not be planned
-(its line says why; the others are still listed); 2 bad input (an unknown NAME, --remove-orphan of a
+(its line says why; the others are still listed) or a named orphan cannot be removed (it runs); 2 bad input (an unknown NAME, --remove-orphan of a
 name that is not an orphan ivm made), 4 environment, before anything is planned.
 Exit codes of ivm apply: 0 every machine is done or had nothing to do (VMs left running for want of
 --restart are named); 1 one or more machines failed (the summary names each, with its error); 2, 3, 4
@@ -24,13 +24,14 @@ interface FleetFlags {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
-function withFleetOptions(command: Command): Command {
+function withFleetOptions(command: Command, verb: 'plan' | 'apply'): Command {
+  const orphan = 'an orphan (a VM ivm made whose machines/NAME is gone): undefine it and remove its boot overlays, never its /var disk (repeatable)';
   return command
-    .argument('[names...]', 'machines to plan (default: every machine in machines/)')
-    .option('--no-build', "compare with each machine's last build (.ivm/NAME.json) instead of running nix build")
+    .argument('[names...]', 'machine names (default: every machine in machines/)')
+    .option('--no-build', "use each machine's last build (.ivm/NAME.json) instead of running nix build")
     .option('--deep', "read each stopped VM's /var disk (guestfish, read-only, ~17 s each under TCG) instead of the record of its last identity sync")
     .option('--restart', 'a running VM that needs a stop (upgrade, grow, a new definition) is shut down gracefully, changed and started again')
-    .option('--remove-orphan <name>', 'undefine an orphan (a VM ivm made whose machines/NAME is gone) and remove its boot overlays; never its /var disk (repeatable)', collect, [])
+    .option('--remove-orphan <name>', verb === 'plan' ? `plan the removal of ${orphan}` : `remove ${orphan}`, collect, [])
     .addHelpText('after', EXIT_HELP);
 }
 
@@ -43,6 +44,7 @@ export function registerPlan(program: Command, context: ContextFactory): void {
           'redefine, grow, restart, start, or needs restart (a running VM that needs a stop); orphans are listed. Changes nothing ' +
           '(nix build runs, installing nothing). Exit 0 nothing to do, 10 changes, 1 a machine could not be planned',
       ),
+    'plan',
   )
     .option('--json', 'print the plan as JSON: {"version", "exitCode", "changes", "machines": [{"name", "state", "upToDate", "needsRestart", "actions": [{"action", "why"}], "waiting", "error", ...}], "builds", "orphans"}')
     .action(async (names: string[], options: FleetFlags & { json?: boolean }) => {
@@ -69,6 +71,7 @@ export function registerPlan(program: Command, context: ContextFactory): void {
           'through those verbs (their checks and rollback); a machine that fails does not stop the others; a summary at the end. ' +
           'Never deletes a /var disk; a running VM that needs a stop is left running unless --restart',
       ),
+    'apply',
   )
     .option('-t, --timeout <seconds>', 'how long --restart waits for each shutdown', seconds, 120)
     .action(async (names: string[], options: FleetFlags & { timeout: number }) => {

@@ -13,6 +13,7 @@ import { imageInfo } from '../../host/qemu-img.ts';
 import type { Command, Runner } from '../../host/runner.ts';
 import { UnsafeFileError } from '../safe-files.ts';
 import { hostFileExists } from './vm-files.ts';
+import type { VmPaths } from './vm-paths.ts';
 import {
   BLOCK,
   CorruptBackupError,
@@ -112,20 +113,19 @@ function memberToStdout(file: string, member: string): Command {
   return { tool: 'tar', args: ['-x', '-O', '-f', file, '--', member], mutates: false, expectedStderr: NO_STDERR };
 }
 
-/** What a verified backup is: its layout and manifest (every byte checked). */
-export interface VerifiedBackup {
+/** A backup whose structure, manifest and checksums were read and checked (its image: see verifyBackup, unpackImage). */
+export interface BackupFile {
   file: string;
   layout: Layout;
   manifest: BackupManifest;
 }
 
 /**
- * Checks every byte of a backup (see backup-format.ts) and returns its manifest; a file that is
- * not intact is CorruptBackupError (exit 2). Read-only: it runs under --dry-run too (where ivm
- * cannot read the file itself, the image is unpacked into a private folder under `scratch` to be
- * checksummed, and that folder removed).
+ * Reads a backup's layout, SHA256SUMS and manifest and checks them (see backup-format.ts): every
+ * byte but the image's. A file that is not an intact backup is CorruptBackupError (exit 2).
+ * Read-only: it runs under --dry-run too.
  */
-export async function verifyBackup(runner: Runner, file: string, scratch: string): Promise<VerifiedBackup> {
+export async function readBackup(runner: Runner, file: string): Promise<BackupFile> {
   if (!(await hostFileExists(runner, file))) throw new BadInputError(`no such backup file: ${file}`, 'ivm backup list NAME shows the backups of a machine');
   const bytes = await hostFileBytes(runner, file);
   if (bytes < 5 * BLOCK) throw new CorruptBackupError(file, `it is ${bytes} bytes long`);
@@ -134,26 +134,81 @@ export async function verifyBackup(runner: Runner, file: string, scratch: string
     if (error instanceof CommandFailedError) throw new CorruptBackupError(file, `tar found a damaged block (${lastLine(error.stderrTail)})`);
     throw error;
   });
-  if (listed.exitCode !== 0) throw new CorruptBackupError(file, `tar cannot read it (${lastLine(listed.stderr) || `exit ${listed.exitCode}`})`);
+  if (listed.exitCode !== 0) throw new CorruptBackupError(file, `tar cannot read it (${firstLine(listed.stderr) || `exit ${listed.exitCode}`})`);
   const layout = parseLayout(file, listed.stdout, bytes);
   const handle = await openInProcess(runner, file);
   try {
     const small = async (member: Member): Promise<Buffer> =>
       handle ? readRange(handle, dataOffset(member), member.bytes) : Buffer.from((await runner.run(memberToStdout(file, member.name))).stdout, 'utf8');
-    const sumsBytes = await small(layout.sums);
-    const sums = parseSums(file, sumsBytes.toString('utf8'));
+    const sums = parseSums(file, (await small(layout.sums)).toString('utf8'));
     const manifestBytes = await small(layout.manifest);
     if (manifestBytes.length !== layout.manifest.bytes || sha256(manifestBytes) !== sums.manifest) throw new CorruptBackupError(file, `its ${MANIFEST} does not match its checksum`);
     const manifest = parseManifest(file, manifestBytes.toString('utf8'), layout.image.bytes);
     if (manifest.image.sha256 !== sums.image) throw new CorruptBackupError(file, `its manifest and ${SUMS} name different images`);
-    const imageSha = await runner.progress.step(`checksum ${path.basename(file)} (sha256 of ${layout.image.bytes} bytes)`, () =>
-      handle ? hashRange(handle, dataOffset(layout.image), layout.image.bytes) : unpackedSha256(runner, file, scratch),
-    );
-    if (imageSha !== sums.image) throw new CorruptBackupError(file, `its ${IMAGE} does not match its checksum`);
     return { file, layout, manifest };
   } finally {
     await handle?.close();
   }
+}
+
+/**
+ * Checks every byte of a backup (readBackup, then the image's checksum, read in place) and returns
+ * it. Read-only: it runs under --dry-run too (where ivm cannot read the file itself, the image is
+ * unpacked into a private folder under `scratch` to be checksummed, and that folder removed).
+ */
+export async function verifyBackup(runner: Runner, file: string, scratch: string): Promise<BackupFile> {
+  const backup = await readBackup(runner, file);
+  const handle = await openInProcess(runner, file);
+  try {
+    const { image } = backup.layout;
+    const digest = await runner.progress.step(`checksum ${path.basename(file)} (sha256 of ${image.bytes} bytes)`, () =>
+      handle ? hashRange(handle, dataOffset(image), image.bytes) : unpackedSha256(runner, file, scratch),
+    );
+    if (digest !== backup.manifest.image.sha256) throw new CorruptBackupError(file, `its ${IMAGE} does not match its checksum`);
+    return backup;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * Unpacks the image of a backup into the folder `dir` (which must exist, private: 0700) as
+ * dir/var.qcow2, and checks it: its checksum (taken in-process from the backup file while tar
+ * unpacks it, where ivm may read the file, else of the unpacked copy with sha256sum), then what qemu-img
+ * says of it (checkImage). Returns the image; on any failure the caller removes `dir`.
+ */
+export async function unpackImage(runner: Runner, backup: BackupFile, dir: string): Promise<string> {
+  const image = path.join(dir, IMAGE);
+  const unpack = unpackCommand(backup.file, dir);
+  const handle = runner.dryRun ? undefined : await openInProcess(runner, backup.file);
+  try {
+    const digest = await runner.progress.step(`unpack the image and checksum it (sha256 of ${backup.layout.image.bytes} bytes)`, async () => {
+      if (!handle) {
+        await runner.run(unpack);
+        return runner.dryRun ? backup.manifest.image.sha256 : hostFileSha256(runner, image);
+      }
+      // Both at once: tar copies the member, ivm hashes the same bytes of the backup file (two cores).
+      const [unpacked, hashed] = await Promise.allSettled([runner.run(unpack), hashRange(handle, dataOffset(backup.layout.image), backup.layout.image.bytes)]);
+      if (unpacked.status === 'rejected') throw unpacked.reason;
+      if (hashed.status === 'rejected') throw hashed.reason;
+      return hashed.value;
+    });
+    if (digest !== backup.manifest.image.sha256) throw new CorruptBackupError(backup.file, `its ${IMAGE} does not match its checksum`);
+  } finally {
+    await handle?.close();
+  }
+  if (!runner.dryRun) await checkImage(runner, backup, image);
+  return image;
+}
+
+/** Where a restore unpacks the image for the VM with these paths: a private folder beside its /var disk, hidden. */
+export function unpackFolder(paths: VmPaths): string {
+  return path.join(path.dirname(paths.var), `.${path.basename(paths.var)}.restore`);
+}
+
+/** tar -x of the image member only, into `dir`, root's (the member's mode, 0600, from its creation on). */
+export function unpackCommand(file: string, dir: string): Command {
+  return { tool: 'tar', args: ['-x', '-f', file, '-C', dir, '--no-same-owner', '--', IMAGE], mutates: true, expectedStderr: NO_STDERR };
 }
 
 /**
@@ -165,7 +220,7 @@ async function unpackedSha256(runner: Runner, file: string, scratch: string): Pr
   const dir = path.join(scratch, `.ivm-verify-${crypto.randomBytes(6).toString('hex')}`);
   await runner.run({ tool: 'mkdir', args: ['-m', '0700', '--', dir], mutates: false });
   try {
-    await runner.run({ tool: 'tar', args: ['-x', '-f', file, '-C', dir, '--no-same-owner', '--', IMAGE], mutates: false, expectedStderr: NO_STDERR });
+    await runner.run({ ...unpackCommand(file, dir), mutates: false });
     const result = await runner.run({ tool: 'sha256sum', args: ['--', path.join(dir, IMAGE)], mutates: false });
     return /^([0-9a-f]{64})\b/.exec(result.stdout)?.[1] ?? '';
   } finally {
@@ -178,26 +233,15 @@ export function removeTreeCommand(dir: string): Command {
 }
 
 const lastLine = (text: string) => text.trim().split('\n').pop()?.replace(/^tar: /, '') ?? '';
+const firstLine = (text: string) => text.trim().split('\n')[0]?.replace(/^tar: /, '') ?? '';
 
 /**
- * The image inside a backup as qemu reads it in place: the qcow2 driver over the raw driver's window
- * (offset, size) of the file, with no backing file opened. Nothing is unpacked.
+ * Checks an unpacked image before it becomes a /var disk: a qcow2 of the manifest's virtual size
+ * that names no backing file and no external data file (either would make QEMU read another file of
+ * the host's). A backup ivm made passes; one made by other means may not.
  */
-export function embeddedImage(file: string, layout: Layout): string {
-  return `json:${JSON.stringify({
-    driver: 'qcow2',
-    backing: null,
-    file: { driver: 'raw', offset: dataOffset(layout.image), size: layout.image.bytes, file: { driver: 'file', filename: file } },
-  })}`;
-}
-
-/**
- * Checks the image inside a verified backup before qemu-img copies from it: a qcow2 of the manifest's
- * virtual size that names no backing file and no external data file (both would make qemu read
- * another file of the host's). A backup ivm made passes; one made by other means may not.
- */
-export async function checkEmbeddedImage(runner: Runner, backup: VerifiedBackup): Promise<void> {
-  const info = await imageInfo(runner, embeddedImage(backup.file, backup.layout));
+async function checkImage(runner: Runner, backup: BackupFile, image: string): Promise<void> {
+  const info = await imageInfo(runner, image);
   const dataFile = (info as { 'format-specific'?: { data?: { 'data-file'?: unknown } } })['format-specific']?.data?.['data-file'];
   const problem =
     info.format !== 'qcow2'
@@ -210,11 +254,6 @@ export async function checkEmbeddedImage(runner: Runner, backup: VerifiedBackup)
             ? `its image is ${info['virtual-size']} bytes, not the ${backup.manifest.varVirtualSize} its manifest says`
             : undefined;
   if (problem) throw new CorruptBackupError(backup.file, problem);
-}
-
-/** Copies the image inside a backup into an existing qcow2 (made 0600 before: -n), reading it in place. */
-export function restoreIntoCommand(backup: VerifiedBackup, disk: string): Command {
-  return { tool: 'qemu-img', args: ['convert', '-q', '-n', '--target-is-zero', '-O', 'qcow2', embeddedImage(backup.file, backup.layout), disk], mutates: true };
 }
 
 /**

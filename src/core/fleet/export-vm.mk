@@ -70,6 +70,14 @@ override ROOT := $(strip $(HOST_CMD) $(SUDO))
 # Options of the targets (make TARGET VAR=value).
 TIMEOUT ?= 120
 WAIT ?= 0
+# PURGE=1 (delete the /var disk) and FORCE=1 (power off) count only on the command line: a variable
+# left in the environment never deletes data or pulls the plug.
+ifneq ($(origin PURGE),command line)
+override PURGE :=
+endif
+ifneq ($(origin FORCE),command line)
+override FORCE :=
+endif
 
 # A value as one single-quoted shell word, whatever it holds.
 q = '$(subst ','\'',$(1))'

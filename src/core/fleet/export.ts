@@ -76,7 +76,8 @@ export async function exportAll(ctx: Context, dir: string, options: ExportOption
   for (const name of names) {
     const sub = path.join(target, name);
     const kind = kindOf(sub);
-    if (kind !== 'missing' && kind !== 'folder') throw new UnsafeFileError(sub, kind === 'link' ? 'a symbolic link' : 'a file', 'folder');
+    if (kind !== 'missing' && kind !== 'folder') throw new UnsafeFileError(sub, kind === 'link' ? 'a symbolic link' : kind === 'file' ? 'a file' : 'a special file (fifo, socket or device)', 'folder');
+    refuseTheirFolders(ctx, sub);
     if (kind === 'folder') checkFiles(sub, PROVISIONER_FILES);
   }
   for (const one of prepared) await writeProvisioner(ctx, one, path.join(target, one.machine.name));
@@ -99,16 +100,21 @@ function checkFolder(ctx: Context, dir: string, force: boolean): string {
   const kind = kindOf(target);
   if (kind === 'link') throw new UnsafeFileError(target, 'a symbolic link', 'folder');
   if (kind === 'file' || kind === 'other') throw new UnsafeFileError(target, kind === 'file' ? 'a file' : 'a special file (fifo, socket or device)', 'folder');
+  refuseTheirFolders(ctx, target);
+  if (kind === 'folder' && !force && fs.readdirSync(target).length > 0) {
+    throw new RefusedError(`${target} is not empty: nothing was written`, 'export into a new or empty folder, or add --force to replace the files export writes there (others are left alone)');
+  }
+  return target;
+}
+
+/** The project folder, its machines/, libvirt/ and .ivm/, and the image folders are no export folders (exit 2). */
+function refuseTheirFolders(ctx: Context, target: string): void {
   const { project, settings } = ctx;
   const same = (a: string) => canonical(a) === canonical(target);
   if (same(project.root)) throw new BadInputError(`${target} is the project folder: export into a folder of its own`);
   for (const [what, folder] of [['the project\'s machines/', project.machinesDir], ['the project\'s libvirt/', project.libvirtDir], ['the project\'s .ivm/', project.stateDir], ['IVM_BASE_DIR', settings.baseDir], ['IVM_VM_DIR', settings.vmDir]] as const) {
     if (same(folder) || isInside(folder, target)) throw new BadInputError(`${target} is in ${what} (${folder}): export into a folder of its own`);
   }
-  if (kind === 'folder' && !force && fs.readdirSync(target).length > 0) {
-    throw new RefusedError(`${target} is not empty: nothing was written`, 'export into a new or empty folder, or add --force to replace the files export writes there (others are left alone)');
-  }
-  return target;
 }
 
 /** Each file export will write in `dir` is missing or a regular file (a link is refused, never written through). */

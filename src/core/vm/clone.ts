@@ -36,7 +36,8 @@ import { validateMachineName } from '../machine/names.ts';
 import { executePlan, type Step } from '../plan.ts';
 import { createFileExclusive, ensureFolder, folderExists, kindOf, readRegularFile, readRegularText, regularFileExists, removeFile, UnsafeFileError, writeFileAtomic } from '../safe-files.ts';
 import { vmPaths } from '../disks/vm-paths.ts';
-import { existingHostFiles, hostFileExists } from '../disks/vm-files.ts';
+import { existingHostFiles, hostFile, hostFileExists } from '../disks/vm-files.ts';
+import { removeTreeCommand, unpackFolder } from '../disks/backup-io.ts';
 import { existingParts } from './create.ts';
 import { isRunning, ownDomainState, stopForChange } from './running.ts';
 import { leftStopped, resyncVarDisk } from './upgrade.ts';
@@ -165,6 +166,8 @@ async function removeUnfinished(ctx: Context, name: string, record: UnfinishedRe
   }
   const disks = await existingHostFiles(ctx.runner, [paths.boot, `${paths.boot}.next`, paths.bootPrevious, `${paths.bootPrevious}.next`, paths.var, `${paths.var}.new`, paths.nvram, paths.serialLog]);
   if (disks.length > 0) steps.push({ kind: 'run', title: `remove ${name}'s disks`, command: removeCommand(...disks) });
+  const unpacked = unpackFolder(paths);
+  if ((await hostFile(ctx.runner, unpacked)).kind === 'folder') steps.push({ kind: 'run', title: `remove the image a restore unpacked for ${name}`, command: removeTreeCommand(unpacked) });
   const unstage = await unstageSteps(ctx, name, record.files);
   steps.push(...unstage);
   await executePlan(ctx.runner, { title: `remove what the unfinished ${record.verb} of ${name} left`, steps }, ctx.say);
@@ -267,10 +270,8 @@ export interface NewVmSpec {
   /** The verb, in messages and the unfinished record: clone, restore. */
   verb: 'clone' | 'restore';
   source: MachineSource;
-  /** The new /var disk's virtual size in bytes: the source disk's (resyncVarDisk grows it to varSize). */
-  diskBytes: number;
-  /** Copies the other /var into an existing qcow2 (made 0600 before): qemu-img convert -n. */
-  fill: { title: string; command: (target: string) => Command };
+  /** The steps that put NEW's /var disk at `disk`, never over anything (each undone if a later one fails). */
+  diskSteps: (disk: string) => Step[];
   /** The base NEW's boot overlay goes on; called once machines/NEW is written (it may build NEW). */
   base: () => Promise<string>;
   /** What the dry run says of the base. */
@@ -303,8 +304,11 @@ async function refuseExistingNew(ctx: Context, name: string, verb: string): Prom
   }
 }
 
-/** The steps of a new /var disk filled from another: made 0600 under a temporary name, linked to its own. */
-function newDiskSteps(ctx: Context, disk: string, bytes: number, fill: NewVmSpec['fill']): Step[] {
+/**
+ * The steps of a new /var disk of `bytes` (the source disk's virtual size: resyncVarDisk grows it to
+ * varSize) filled from another: made 0600 under a temporary name, linked to its own.
+ */
+function newDiskSteps(ctx: Context, disk: string, bytes: number, fill: { title: string; command: (target: string) => Command }): Step[] {
   const partial = `${disk}.new`;
   return [
     { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', ctx.settings.vmDir], mutates: true } },
@@ -326,7 +330,7 @@ export async function newVmFrom(ctx: Context, spec: NewVmSpec): Promise<void> {
   // The temporary name must not be a link: qemu-img and chmod would write through it as root.
   await existingHostFiles(ctx.runner, [`${paths.var}.new`]);
   for (const note of leftBehind(ctx, spec.source)) spec.warn(`note: ${note}`);
-  const steps = newDiskSteps(ctx, paths.var, spec.diskBytes, spec.fill);
+  const steps = spec.diskSteps(paths.var);
   if (ctx.runner.dryRun) {
     ctx.say(`# ${verb} ${name}: write machines/${name}/ (${spec.source.files.map((f) => f.name).join(', ')}; an address in meta.nix is left out), make its identity, git add its public files`);
     await executePlan(ctx.runner, { title: `${verb} ${name}: its /var disk`, steps }, ctx.say);
@@ -425,12 +429,12 @@ async function cloneLocked(ctx: Context, sourceName: string, name: string, optio
       name,
       verb: 'clone',
       source,
-      diskBytes,
-      fill: {
-        title: `copy ${sourceName}'s /var into it (its snapshots are not copied)`,
-        // Read-only on the source (qemu-img opens it shared, so a VM started meanwhile makes it fail).
-        command: (target) => ({ tool: 'qemu-img', args: ['convert', '-q', '-n', '--target-is-zero', '-f', 'qcow2', '-O', 'qcow2', sourcePaths.var, target], mutates: true }),
-      },
+      diskSteps: (disk) =>
+        newDiskSteps(ctx, disk, diskBytes, {
+          title: `copy ${sourceName}'s /var into it (its snapshots are not copied)`,
+          // Read-only on the source (qemu-img takes a shared lock: a VM started meanwhile makes it fail).
+          command: (target) => ({ tool: 'qemu-img', args: ['convert', '-q', '-n', '--target-is-zero', '-f', 'qcow2', '-O', 'qcow2', sourcePaths.var, target], mutates: true }),
+        }),
       base: async () => base,
       dryRunBase: base,
       warn,
