@@ -373,6 +373,11 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     const baseC = data.builds[0].base as string;
     expect(fs.existsSync(baseC)).toBe(false); // plan installs nothing
     expect(data.machines.map((m: { actions: { action: string }[] }) => m.actions.map((a) => a.action))).toEqual([['build', 'create'], ['build', 'create']]);
+    // --no-build compares with the last build: there is none yet for these two.
+    const noBuild = await project.ivm(['plan', '--no-build', NEW2]);
+    expectExit(noBuild, 1);
+    expect(noBuild.stdout).toContain(`# latest builds: the last build of each machine (--no-build`);
+    expect(lineOf(noBuild.stdout, NEW2)).toBe(`${NEW2}: error: no base image has been built for ${NEW2} (--no-build)`);
     const before = builds();
     const applied = await project.ivm(['--verbose', 'apply', NEW2, NEW3]);
     expectExit(applied, 0);
@@ -384,5 +389,9 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
       expect(JSON.parse(fs.readFileSync(path.join(project.root, '.ivm', `${name}.json`), 'utf8')).base).toBe(baseC);
     }
     expect(fs.statSync(baseC).mode & 0o777).toBe(0o444);
+    const since = builds();
+    const recorded = await project.ivm(['plan', '--no-build', NEW2, NEW3]);
+    expectExit(recorded, 0);
+    expect(builds()).toBe(since);
   });
 });

@@ -33,7 +33,7 @@ import { validateMachineName } from '../machine/names.ts';
 import { executePlan, type Step } from '../plan.ts';
 import { kindOf, UnsafeFileError } from '../safe-files.ts';
 import { isRunning, ownDomainState } from '../vm/running.ts';
-import { isSourceFileName, machineSourceOf, newVmFrom, whileStopped, type MachineSource } from '../vm/clone.ts';
+import { isSourceFileName, machineSourceOf, newVmFrom, prepareNewName, whileStopped, type MachineSource } from '../vm/clone.ts';
 import { resyncVarDisk } from '../vm/upgrade.ts';
 import { backingOf } from './boot-overlay.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
@@ -54,7 +54,7 @@ import {
   type BackupEntry,
   type BackupManifest,
 } from './backup-format.ts';
-import { checkEmbeddedImage, hostFileBytes, hostFileSha256, removeTreeCommand, restoreIntoCommand, verifyBackup, zstdSupported, type VerifiedBackup } from './backup-io.ts';
+import { hostFileBytes, hostFileSha256, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The backup folder
@@ -306,10 +306,38 @@ export async function restoreBackup(ctx: Context, name: string, fileArgument: st
 
 const wantedBytes = (varSize: string) => Math.ceil(sizeInBytes(varSize) / 512) * 512;
 
+/**
+ * The backup's image unpacked and checked for the VM with `paths` (unpackImage), in a private folder
+ * beside its /var disk: first what an interrupted restore left goes (that folder, and `leftovers`),
+ * always as one step, so that every run counts its changes alike. A failure removes the folder again:
+ * a backup that does not check out changes nothing.
+ */
+async function stageImage(ctx: Context, backup: BackupFile, name: string, paths: VmPaths, leftovers: string[]): Promise<string> {
+  const dir = unpackFolder(paths);
+  const { kind } = await hostFile(ctx.runner, dir);
+  if (kind !== 'missing' && kind !== 'folder') throw new UnsafeFileError(dir, kind === 'link' ? 'a symbolic link' : 'not a folder', 'folder');
+  const steps: Step[] = [
+    { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', ctx.settings.vmDir], mutates: true } },
+    { kind: 'run', title: 'clear what an interrupted restore left', command: { tool: 'rm', args: ['-r', '-f', '--', dir, ...leftovers], mutates: true } },
+    // Private, and new: the image holds the host's private key.
+    { kind: 'run', title: 'a private folder to unpack the image into', command: { tool: 'mkdir', args: ['-m', '0700', '--', dir], mutates: true }, undo: removeTreeCommand(dir) },
+  ];
+  await executePlan(ctx.runner, { title: `restore ${name}: unpack the backup`, steps }, ctx.say);
+  try {
+    return await unpackImage(ctx.runner, backup, dir);
+  } catch (error) {
+    if (!ctx.runner.dryRun) await ctx.runner.run(removeTreeCommand(dir)).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The backup: under --dry-run checked whole (read-only), else its structure (the image is checked as it is unpacked). */
+const backupToRestore = (ctx: Context, file: string): Promise<BackupFile> => (ctx.runner.dryRun ? verifyBackup(ctx.runner, file, path.dirname(file)) : readBackup(ctx.runner, file));
+
 /** Onto the machine it is a backup of: the same machine-id, the VM stopped or undefined. */
 async function restoreOnto(ctx: Context, name: string, file: string, build: boolean): Promise<void> {
   const { runner } = ctx;
-  const backup = await verifyBackup(runner, file, path.dirname(file));
+  const backup = await backupToRestore(ctx, file);
   const { manifest } = backup;
   if (kindOf(path.join(ctx.project.machinesDir, name, 'meta.nix')) === 'missing') {
     throw new BadInputError(`unknown machine ${JSON.stringify(name)}: machines/${name}/meta.nix does not exist`, `to make a new machine of the backup of ${manifest.machine}: ivm backup restore ${manifest.machine} ${file} --as ${name}`);
@@ -329,45 +357,37 @@ async function restoreOnto(ctx: Context, name: string, file: string, build: bool
   refuseRunning(await ownDomainState(ctx, name, machineId));
   if (wantedBytes(machine.meta.varSize) < manifest.varVirtualSize) {
     throw new RefusedError(
-      `the /var disk of the backup is ${manifest.varVirtualSize} bytes, more than ${name}'s varSize (${machine.meta.varSize}): the disk would be too small; nothing was changed`,
+      `disk too small: the backed-up /var disk is ${manifest.varVirtualSize} bytes, more than ${name}'s varSize (${machine.meta.varSize}); nothing was changed`,
       `raise varSize in ${machine.metaFile} to at least ${Math.ceil(manifest.varVirtualSize / 1024 / 1024)}M`,
     );
   }
-  await checkEmbeddedImage(runner, backup);
   const current = await backingOf(runner, paths.boot);
   const base = current !== undefined && (await hostFileExists(runner, current)) ? current : build ? (await buildBase(ctx, name)).base : await lastBuiltBase(ctx, name);
   requireBaseInBaseDir(ctx.settings, base);
   // Asked again after a build, which may take long: the VM may have been started meanwhile.
   refuseRunning(await ownDomainState(ctx, name, machineId));
 
-  const stamp = timeStamp(new Date());
-  const fresh = `${paths.var}.restore`;
-  const kept = `${paths.var}.before-restore-${stamp}`;
+  const kept = `${paths.var}.before-restore-${timeStamp(new Date())}`;
   const hadDisk = await hostFileExists(runner, paths.var);
-  // The temporary names must not be links: qemu-img, chmod and ln would write through them as root.
-  for (const temporary of [fresh, kept]) await hostFileExists(runner, temporary);
-  const leftovers = hadDisk ? await keptNamesOfLiveDisk(ctx, paths) : [];
+  // Not a link: ln would write through it as root.
+  await hostFileExists(runner, kept);
+  const image = await stageImage(ctx, backup, name, paths, hadDisk ? await keptNamesOfLiveDisk(ctx, paths) : []);
+  ctx.say(`restore ${name} from ${file}: backed up ${manifest.createdAt} on base ${manifest.base ?? 'none'}; /var ${manifest.varVirtualSize} bytes; every byte checked`);
+  const dir = path.dirname(image);
   const steps: Step[] = [
-    { kind: 'run', title: 'make the VM folder', command: { tool: 'mkdir', args: ['-p', ctx.settings.vmDir], mutates: true } },
-    // Always one step (so that every run counts its changes alike): a disk an interrupted restore was
-    // making, and second names of the live disk it made, which are not copies of anything.
-    { kind: 'run', title: 'clear what an interrupted restore left', command: removeCommand(fresh, ...leftovers) },
-    { kind: 'run', title: `a new /var disk of ${manifest.varVirtualSize} bytes`, command: { tool: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', fresh, String(manifest.varVirtualSize)], mutates: true }, undo: removeCommand(fresh) },
-    // 0600 before anything is written: it will hold the host's private key.
-    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', fresh], mutates: true } },
-    { kind: 'run', title: `copy the backed-up /var into it (read in place from ${path.basename(file)})`, command: restoreIntoCommand(backup, fresh) },
     ...(hadDisk
       ? [
+          // The old disk keeps a second name (the same file: nothing is copied) before its name moves on.
           { kind: 'run' as const, title: `keep the disk it replaces as ${path.basename(kept)}`, command: { tool: 'ln' as const, args: ['-T', paths.var, kept], mutates: true }, undo: removeCommand(kept) },
-          { kind: 'run' as const, title: 'put the restored disk in its place', command: move(fresh, paths.var), undo: move(kept, paths.var) },
+          { kind: 'run' as const, title: 'put the restored disk in its place', command: move(image, paths.var), undo: move(kept, paths.var) },
         ]
-      : [
-          { kind: 'run' as const, title: 'give it its name, never replacing a file', command: { tool: 'ln' as const, args: ['-T', fresh, paths.var], mutates: true }, undo: removeCommand(paths.var) },
-          { kind: 'run' as const, title: 'drop the temporary name', command: removeCommand(fresh) },
-        ]),
+      : [{ kind: 'run' as const, title: 'give it its name, never replacing a file', command: { tool: 'ln' as const, args: ['-T', image, paths.var], mutates: true }, undo: removeCommand(paths.var) }]),
+    { kind: 'run', title: 'remove the unpack folder', command: removeTreeCommand(dir) },
   ];
-  ctx.say(`restore ${name} from ${file}: backed up ${manifest.createdAt} on base ${manifest.base ?? 'none'}; /var ${manifest.varVirtualSize} bytes`);
-  await executePlan(runner, { title: `restore ${name}: the /var disk`, steps }, ctx.say);
+  await executePlan(runner, { title: `restore ${name}: the /var disk`, steps }, ctx.say).catch(async (error: unknown) => {
+    await runner.run(removeTreeCommand(dir)).catch(() => undefined);
+    throw error;
+  });
   if (runner.dryRun) {
     ctx.say(`# then: resync /var/identity with machines/${name} (guestfish), boot overlay on ${base}, define ${name}`);
     return;
@@ -411,32 +431,46 @@ async function keptNamesOfLiveDisk(ctx: Context, paths: VmPaths): Promise<string
 
 /** Into a new machine NEW made from the backup's files (clone.ts), with an identity of its own. */
 async function restoreAs(ctx: Context, name: string, file: string, target: string, build: boolean, warn: (line: string) => void): Promise<void> {
-  const backup = await verifyBackup(ctx.runner, file, path.dirname(file));
+  const backup = await backupToRestore(ctx, file);
   const { manifest } = backup;
   if (manifest.machine !== name) throw new BadInputError(`${file} is a backup of ${manifest.machine}, not of ${name}: nothing was changed`, `ivm backup restore ${manifest.machine} ${file} --as ${target}`);
-  await checkEmbeddedImage(ctx.runner, backup);
   const source = sourceOfBackup(backup);
-  const installed = manifest.base !== null && (await hostFileExists(ctx.runner, manifest.base)) && isInside(ctx.settings.baseDir, manifest.base) ? manifest.base : undefined;
+  const installed = manifest.base !== null && isInside(ctx.settings.baseDir, manifest.base) && (await hostFileExists(ctx.runner, manifest.base)) ? manifest.base : undefined;
   if (installed === undefined && !build) {
     throw new RefusedError(`the base ${name} ran when it was backed up (${manifest.base ?? 'none'}) is not installed here, and --no-build: ${target} would have no base; nothing was changed`, `drop --no-build: ${target} is built (ivm build ${target}) once machines/${target} is written`);
   }
+  // NEW is checked (and what an unfinished run of it left removed) before the image is unpacked for it.
+  await prepareNewName(ctx, target, 'restore');
+  const paths = vmPaths(ctx.settings, ctx.project, target);
+  const image = await stageImage(ctx, backup, target, paths, []);
+  const dir = path.dirname(image);
   warn(`note: ${target} gets its own machine-id, hostname and host key; the secrets of ${name} on the backed-up /var are not restored into it (they are one VM's own)`);
-  await newVmFrom(ctx, {
-    name: target,
-    verb: 'restore',
-    source,
-    diskBytes: manifest.varVirtualSize,
-    fill: { title: `copy the backed-up /var into it (read in place from ${path.basename(file)})`, command: (disk) => restoreIntoCommand(backup, disk) },
-    base: async () => installed ?? (await buildBase(ctx, target)).base,
-    dryRunBase: installed ?? `the base ivm build ${target} makes`,
-    warn,
-  });
-  if (!ctx.runner.dryRun) ctx.say(`restored the backup of ${name} (${path.basename(file)}) as ${target}: /var ${vmPaths(ctx.settings, ctx.project, target).var}; machines/${target} has its own identity`);
+  try {
+    await newVmFrom(ctx, {
+      name: target,
+      verb: 'restore',
+      source,
+      diskSteps: (disk) => [
+        { kind: 'run', title: 'give the restored disk its name, never replacing a file', command: { tool: 'ln', args: ['-T', image, disk], mutates: true }, undo: removeCommand(disk) },
+        { kind: 'run', title: 'remove the unpack folder', command: removeTreeCommand(dir) },
+      ],
+      base: async () => installed ?? (await buildBase(ctx, target)).base,
+      dryRunBase: installed ?? `the base ivm build ${target} makes`,
+      warn,
+    });
+  } catch (error) {
+    if (!ctx.runner.dryRun) await ctx.runner.run(removeTreeCommand(dir)).catch(() => undefined);
+    throw error;
+  }
+  if (!ctx.runner.dryRun) ctx.say(`restored the backup of ${name} (${path.basename(file)}) as ${target}: /var ${paths.var}; machines/${target} has its own identity`);
 }
 
 /** The machine files a backup carries, for a new machine (only the names a machine may take). */
-function sourceOfBackup(backup: VerifiedBackup): MachineSource {
-  const files = backup.manifest.files.filter((f) => isSourceFileName(f.name)).map((f) => ({ name: f.name, mode: Number.parseInt(f.mode, 8) & 0o644, content: Buffer.from(f.base64, 'base64') }));
+function sourceOfBackup(backup: BackupFile): MachineSource {
+  const files = backup.manifest.files
+    .filter((f) => isSourceFileName(f.name))
+    // No other bits than a file of machines/ has: 0644, or 0600 for a secret.
+    .map((f) => ({ name: f.name, mode: Number.parseInt(f.mode, 8) & 0o644, content: Buffer.from(f.base64, 'base64') }));
   for (const needed of ['meta.nix', 'default.nix']) {
     if (!files.some((f) => f.name === needed)) throw new CorruptBackupError(backup.file, `its manifest carries no ${needed}`);
   }

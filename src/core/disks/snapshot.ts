@@ -135,7 +135,7 @@ export async function snapshotVm(ctx: Context, name: string): Promise<SnapshotVm
   if (info?.managedSave) throw savedError(name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   if (!(await hostFileExists(ctx.runner, paths.var))) {
-    throw new RefusedError(`${name} has no /var disk (${paths.var}): there are no snapshots of it; nothing was changed`, `create the VM: ivm create ${name}`);
+    throw new RefusedError(`${name} has no /var disk (${paths.var}), so it has no snapshots`, `create the VM: ivm create ${name}`);
   }
   return { paths, state: info?.state ?? 'undefined' };
 }

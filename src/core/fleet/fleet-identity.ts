@@ -96,3 +96,12 @@ export function describeAgainstRecord(diff: IdentityAgainstRecord): string {
   if (diff.removed.length) parts.push(`removed ${diff.removed.join(', ')}`);
   return parts.join('; ');
 }
+
+/**
+ * Forgets what was last synced onto NAME's /var disk: for a disk that was put in place or changed
+ * other than by an identity sync (a restore). Until the next sync records it again, `ivm plan`
+ * says the identity is unknown (an upgrade then reads the disk), never that it is in sync.
+ */
+export function forgetSyncedIdentity(project: Project, name: string): void {
+  removeFile(syncedRecordFile(project, name));
+}

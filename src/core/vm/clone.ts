@@ -283,7 +283,7 @@ export interface NewVmSpec {
  * Refuses a NEW that exists in any way (exit 3; a link or odd file at machines/NEW is exit 2), after
  * removing what an unfinished clone or restore --as of NEW left, saying so.
  */
-async function refuseExistingNew(ctx: Context, name: string, verb: string): Promise<void> {
+export async function prepareNewName(ctx: Context, name: string, verb: string): Promise<void> {
   const record = readUnfinished(ctx, name);
   if (record) {
     ctx.say(`${name} is an unfinished ${record.verb} of ${record.from} (started ${record.since}, pid ${record.pid}): ${ctx.runner.dryRun ? 'a run would remove' : 'removing'} what it left first`);
@@ -325,7 +325,7 @@ function newDiskSteps(ctx: Context, disk: string, bytes: number, fill: { title: 
 export async function newVmFrom(ctx: Context, spec: NewVmSpec): Promise<void> {
   const { name, verb } = spec;
   validateMachineName(name);
-  await refuseExistingNew(ctx, name, verb);
+  await prepareNewName(ctx, name, verb);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   // The temporary name must not be a link: qemu-img and chmod would write through it as root.
   await existingHostFiles(ctx.runner, [`${paths.var}.new`]);

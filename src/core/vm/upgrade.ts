@@ -20,7 +20,7 @@ import { vmPaths, type VmPaths } from '../disks/vm-paths.ts';
 import { hostFileExists } from '../disks/vm-files.ts';
 import { readRegularText, regularFileExists } from '../safe-files.ts';
 import { withVmLock } from '../lock.ts';
-import { recordSyncedIdentity } from '../fleet/fleet-identity.ts';
+import { forgetSyncedIdentity, recordSyncedIdentity } from '../fleet/fleet-identity.ts';
 
 export interface UpgradeOptions {
   build: boolean;
@@ -89,6 +89,8 @@ export function leftStopped(failure: unknown, name: string): unknown {
  * identity (a clone, a backup restored under another name), which is then replaced whole.
  */
 export async function resyncVarDisk(ctx: Context, name: string, options: { base: string; verb: string; newMachineId?: boolean }): Promise<void> {
+  // The disk holds what it was restored from: the record of the last sync is void until this one succeeds.
+  if (!ctx.runner.dryRun) forgetSyncedIdentity(ctx.project, name);
   const machine = await loadMachine(ctx.runner, ctx.project, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
   const machineId = requireIdentity(machine.dir, name);
