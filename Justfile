@@ -111,6 +111,22 @@ snapshot-restore name snap *flags:
 snapshot-delete name snap:
     {{ ivm }} snapshot delete "$@"
 
+# Back up a stopped VM's /var disk into one 0600 file (flags: --to DIR, --stop, --timeout SECONDS)
+backup name *flags:
+    {{ ivm }} backup create "$@"
+
+# A VM's backups, each checked byte for byte (flags: --in DIR, --json)
+backups name *flags:
+    {{ ivm }} backup list "$@"
+
+# Put a backup's /var onto its stopped VM, keeping the disk it replaces (flags: --as NEW, --no-build)
+backup-restore name file *flags:
+    {{ ivm }} backup restore "$@"
+
+# A new machine NEW from SRC: its files, its own identity, a copy of /var (flags: --stop, --start, --timeout SECONDS)
+clone-vm src new *flags:
+    {{ ivm }} clone "$@"
+
 # Grow a VM's /var disk to its meta.nix varSize; never shrinks (flags: --restart, --timeout SECONDS)
 grow-vm name *flags:
     {{ ivm }} grow "$@"

@@ -37,6 +37,7 @@ describe('Justfile', () => {
       'grow-vm name *flags', 'reboot-vm name *flags',
       'snapshot name *args', 'snapshots name *flags', 'snapshot-restore name snap *flags', 'snapshot-delete name snap',
       'export-vm name *args',
+      'backup name *flags', 'backups name *flags', 'backup-restore name file *flags', 'clone-vm src new *flags',
       'plan *args', 'apply *args',
     ];
     for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));

@@ -132,6 +132,17 @@ describe('ivm snapshot (real tools)', () => {
       expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
     }
     expect(await diskState()).toEqual(before);
+    // A machine with no VM made of it here (no machine-id), then one with its identity but no /var disk.
+    project.addMachine('e2e-snap-novar', testMeta());
+    const noId = await project.ivm(['snapshot', 'list', 'e2e-snap-novar']);
+    expect(noId.exitCode).toBe(3);
+    expect(noId.stderr).toMatch(/has no machine-id: no VM was made of it here/);
+    expect((await project.ivm(['identity', 'e2e-snap-novar'])).exitCode).toBe(0);
+    for (const args of [['snapshot', 'list', 'e2e-snap-novar'], ['snapshot', 'create', 'e2e-snap-novar', 'x']]) {
+      const noVar = await project.ivm(args);
+      expect(noVar.exitCode, noVar.stderr).toBe(3);
+      expect(noVar.stderr).toMatch(/e2e-snap-novar has no \/var disk \(\S+e2e-snap-novar-var\.qcow2\), so it has no snapshots/);
+    }
     // A name qemu-img holds twice (made by hand: qemu-img allows it) is ambiguous: refused.
     await execa('qemu-img', ['snapshot', '-c', 'twice', varDisk]);
     await execa('qemu-img', ['snapshot', '-c', 'twice', varDisk]);

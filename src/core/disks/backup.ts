@@ -67,12 +67,16 @@ interface BackupFolder {
 
 /**
  * The folder a backup goes into, checked before anything is done: not a link or a file, not inside
- * IVM_BASE_DIR (QEMU may read all of it, and host setup makes its files world-readable), and
+ * IVM_BASE_DIR (QEMU may read all of it, and host setup makes its files world-readable) or machines/, and
  * writable by the tools (asked of the host with test -w: as root, a read-only or immutable folder).
  */
 async function backupFolder(ctx: Context, dir: string): Promise<BackupFolder> {
   if (dir === ctx.settings.baseDir || isInside(ctx.settings.baseDir, dir)) {
     throw new BadInputError(`${dir} is inside IVM_BASE_DIR (${ctx.settings.baseDir}): backups hold host private keys and never go where QEMU may read everything`, 'give another folder with --to');
+  }
+  // The flake copies what git tracks in machines/ into the world-readable Nix store.
+  if (dir === ctx.project.machinesDir || isInside(ctx.project.machinesDir, dir)) {
+    throw new BadInputError(`${dir} is inside ${ctx.project.machinesDir}: a backup holds the host private key, and never goes where the flake reads`, 'give another folder with --to');
   }
   const made: string[] = [];
   let at = dir;

@@ -424,6 +424,8 @@ async function cloneLocked(ctx: Context, sourceName: string, name: string, optio
   const source = machineSourceOf(ctx, sourceName);
   const base = await sourceBase(ctx, sourceName, sourcePaths.boot, warn);
   const diskBytes = (await imageInfo(ctx.runner, sourcePaths.var))['virtual-size'];
+  // NEW is checked before the source is stopped for it: a clone that cannot be made stops nothing.
+  await prepareNewName(ctx, name, 'clone');
   await whileStopped(ctx, sourceName, sourceId, { stop: options.stop, timeoutSeconds: options.timeoutSeconds, verb: 'clone' }, () =>
     newVmFrom(ctx, {
       name,
