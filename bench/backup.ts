@@ -4,7 +4,7 @@
 // compression, the data part of `ivm backup restore` (every byte of the backup checked, then the
 // image copied out of it into a new disk, up to the identity resync) and the whole restore (with its
 // one guestfish launch) against `cp --sparse=always`, and `ivm backup list` (which checksums every
-// byte) against `sha256sum`. Real qemu-img, tar, guestfish and libvirt; the base comes from
+// byte) against `sha256sum`. BENCH_STEPS=1 prints when each of ivm's steps began. Real qemu-img, tar, guestfish and libvirt; the base comes from
 // test/support/standin-nix, the stand-in for `nix build`. BENCH_DATA_MIB changes the amount of data.
 import { execa } from 'execa';
 import crypto from 'node:crypto';
@@ -38,7 +38,11 @@ async function ivmTimed(args: string[], mark: RegExp): Promise<{ total: number; 
     pending += chunk.toString();
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
-    for (const line of lines) if (toMark === undefined && mark.test(line)) toMark = seconds();
+    for (const line of lines) {
+      if (toMark === undefined && mark.test(line)) toMark = seconds();
+      // BENCH_STEPS=1: when each step of ivm's began.
+      if (process.env.BENCH_STEPS) console.log(`  ${seconds().toFixed(2)} s  ${line}`);
+    }
   });
   const result = await child;
   if (result.exitCode !== 0) throw new Error(`ivm ${args.join(' ')}:\n${result.stderr}`);

@@ -100,9 +100,9 @@ describe('ivm clone (real tools)', () => {
     expect(running.stderr).toMatch(/e2e-clone-hold is running: clone reads its \/var disk only while it is shut off.*nothing was changed\nhint: .*add --stop/);
     // A machine folder, or a domain of another's, of the new name.
     project.addMachine('e2e-clone-there', testMeta());
-    await virsh(['define', '/dev/stdin'], {
-      input: `<domain type='qemu'><name>${FOREIGN}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>`,
-    });
+    const foreignXml = path.join(project.root, 'foreign.xml');
+    fs.writeFileSync(foreignXml, `<domain type='qemu'><name>${FOREIGN}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>`);
+    await virsh(['define', foreignXml]);
     for (const [args, code, what] of [
       [['clone', SRC, 'Bad_Name'], 2, 'invalid machine name "Bad_Name"'],
       [['clone', SRC, SRC], 2, 'the new machine needs another name'],

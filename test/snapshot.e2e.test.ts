@@ -40,9 +40,9 @@ describe('ivm snapshot (real tools)', () => {
   };
   const sentinelSha = async () => sha(await readVarFile(varDisk, SENTINEL));
   const backing = async (overlay: string) => JSON.parse((await execa('qemu-img', ['info', '--output=json', '-U', overlay])).stdout)['backing-filename'] as string;
-  /** The whole disk file and qemu-img's list: "nothing changed" means neither did. */
   /** The VM shut off before the next test opens its disk: wait for the stand-in's own power-off, else power it off. */
   const settle = () => waitForState(NAME, 'shut off', 180_000).catch(() => virsh(['destroy', NAME]).catch(() => undefined));
+  /** The whole disk file and qemu-img's list: "nothing changed" means neither did. */
   const diskState = async () => ({ file: await sha256File(varDisk), snapshots: await qemuSnapshots() });
 
   beforeAll(async () => {

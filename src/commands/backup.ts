@@ -46,7 +46,7 @@ export function registerBackup(program: Command, context: ContextFactory): void 
     .argument('<file>', "the backup file (a bare file name is also looked for in NAME's backup folder)")
     .description(
       'check every byte of the backup, then put its /var onto the stopped (or undefined) VM NAME, keeping the disk it replaces as NAME-var.qcow2.before-restore-<time>; ' +
-        'resync /var/identity, boot overlay and domain. The backup must be of this machine (its machine-id)',
+        'resync /var/identity, boot overlay and domain. The backup must be of NAME (its machine-id); --as NEW makes a new machine of it instead',
     )
     .option('--as <new>', 'restore into a new machine NEW instead: machines/NEW from the backup\'s files, with its own machine-id, hostname and host key')
     .option('--no-build', 'with no boot overlay: use the base last built by `ivm build` instead of building (--as: refuse unless the backup\'s base is installed)')

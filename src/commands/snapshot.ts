@@ -39,11 +39,13 @@ export function registerSnapshot(program: Command, context: ContextFactory): voi
     .option('--json', 'print JSON: {"machine", "disk", "state", "diskAllocatedBytes", "snapshots": [{"name", "id", "created", "dataBytes", "note"}]}')
     .action(async (name: string, options: { json?: boolean }) => {
       const ctx = context();
-      const list = await (await core()).snapshotList(ctx, name);
+      const { snapshotList, shownText } = await core();
+      const list = await snapshotList(ctx, name);
       if (options.json) return void process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
       if (list.snapshots.length === 0) return ctx.say(`${name}'s /var disk has no snapshots (${list.disk})`);
       const rows = [['NAME', 'CREATED (UTC)', 'DATA', 'NOTE']];
-      for (const s of list.snapshots) rows.push([s.name, s.created.replace('T', ' ').replace('Z', ''), size(s.dataBytes), s.note ?? '']);
+      // qemu-img keeps any bytes in a name (a snapshot made by hand): a control character is shown escaped.
+      for (const s of list.snapshots) rows.push([shownText(s.name), s.created.replace('T', ' ').replace('Z', ''), size(s.dataBytes), s.note ?? '']);
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
       for (const row of rows) ctx.say(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
       ctx.say(`DATA: what a standalone copy of the snapshot would take (snapshots share unchanged data, so these do not add up)`);

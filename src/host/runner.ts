@@ -374,7 +374,9 @@ function lastErrorLine(stderr: string): string {
 function saysNotFound(stderr: string, program: string): boolean {
   const head = stderr.split('\n').slice(0, 3).join('\n');
   const name = program.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return new RegExp(`[‘'"]?${name}[’'"]?: (command not found|No such file or directory)`).test(head);
+  // The name as a word of its own ("sudo: nix: ...", "env: ‘nix’: ..."), not the end of a file name
+  // in the program's own error ("error: opening file '/x/settings.nix': No such file or directory").
+  return new RegExp(`(?:^|[\\s:/])[‘'"]?${name}[’'"]?: (command not found|No such file or directory)`, 'm').test(head);
 }
 
 export function lastLines(text: string, n: number): string {

@@ -22,7 +22,7 @@ import { BadInputError, IvmError, RefusedError } from '../../errors.ts';
 import packageJson from '../../../package.json' with { type: 'json' };
 import { removeCommand } from '../../host/files.ts';
 import { imageInfo } from '../../host/qemu-img.ts';
-import type { Command } from '../../host/runner.ts';
+import type { Command, Runner } from '../../host/runner.ts';
 import { isInside, requireBaseInBaseDir } from '../base/base-dir.ts';
 import { buildBase, lastBuiltBase } from '../base/build.ts';
 import type { Context } from '../context.ts';
@@ -47,6 +47,7 @@ import {
   SUMS,
   backupBytes,
   backupFileName,
+  parseLayout,
   manifestText,
   sha256,
   sumsText,
@@ -54,7 +55,7 @@ import {
   type BackupEntry,
   type BackupManifest,
 } from './backup-format.ts';
-import { hostFileBytes, hostFileSha256, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
+import { hostFileBytes, hostFileSha256, listCommand, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The backup folder
@@ -218,18 +219,35 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
         },
       },
       { kind: 'run', title: 'end it right after its end-of-archive blocks', command: { tool: 'truncate', args: ['-s', String(total), '--', out], mutates: true } },
+    ];
+    await executePlan(runner, { title: `backup ${job.name}: the file`, steps: pack }, ctx.say);
+    // Before it gets its name: the archive is laid out exactly as a restore will check it.
+    if (!runner.dryRun) await checkPacked(runner, out, total);
+    const link: Step[] = [
       { kind: 'run', title: `give it its name, never replacing a file (${path.basename(file)})`, command: { tool: 'ln', args: ['-T', out, file], mutates: true }, undo: removeCommand(file) },
       { kind: 'run', title: 'remove the staging folder', command: removeTreeCommand(partial) },
     ];
-    await executePlan(runner, { title: `backup ${job.name}: the file`, steps: pack }, ctx.say);
+    await executePlan(runner, { title: `backup ${job.name}: in place`, steps: link }, ctx.say);
     if (runner.dryRun) return undefined;
-    const bytes = await hostFileBytes(runner, file);
-    if (bytes !== total) throw new IvmError(`${file} is ${bytes} bytes, not the ${total} it must be (please report it)`);
+    const bytes = total;
     ctx.say(`backup of ${job.name}: ${file} (${bytes} bytes, ${zstd ? 'zstd' : 'zlib'}; image sha256 ${imageSha}; base ${job.base ?? 'none'})`);
     return file;
   } catch (error) {
     return failed(error);
   }
+}
+
+/** The packed archive's layout and length are those of an intact backup (tar's own listing, as a restore reads it). */
+async function checkPacked(runner: Runner, out: string, total: number): Promise<void> {
+  const listed = await runner.run(listCommand(out));
+  let layout;
+  try {
+    layout = parseLayout(out, listed.stdout, await hostFileBytes(runner, out));
+  } catch (error) {
+    if (!(error instanceof CorruptBackupError)) throw error;
+    throw new IvmError(`internal: tar packed ${out} otherwise than ivm lays a backup out (${error.message}) (please report it, with tar --version)`);
+  }
+  if (layout.bytes !== total) throw new IvmError(`internal: the backup packed in ${out} is ${layout.bytes} bytes, not ${total} (please report it)`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,10 +389,8 @@ async function restoreOnto(ctx: Context, name: string, file: string, build: bool
   // Asked again after a build, which may take long: the VM may have been started meanwhile.
   refuseRunning(await ownDomainState(ctx, name, machineId));
 
-  const kept = `${paths.var}.before-restore-${timeStamp(new Date())}`;
   const hadDisk = await hostFileExists(runner, paths.var);
-  // Not a link: ln would write through it as root.
-  await hostFileExists(runner, kept);
+  const kept = await keptName(ctx, paths);
   const image = await stageImage(ctx, backup, name, paths, hadDisk ? await keptNamesOfLiveDisk(ctx, paths) : []);
   ctx.say(`restore ${name} from ${file}: backed up ${manifest.createdAt} on base ${manifest.base ?? 'none'}; /var ${manifest.varVirtualSize} bytes; every byte checked`);
   const dir = path.dirname(image);
@@ -418,6 +434,19 @@ function withNote(failure: unknown, note: string): unknown {
 }
 
 const move = (from: string, to: string): Command => ({ tool: 'mv', args: ['-f', '-T', from, to], mutates: true });
+
+/**
+ * A name for the disk a restore replaces, NAME-var.qcow2.before-restore-<UTC time>, that nothing
+ * has (a restore in the same second, killed or not, may have taken the time: then -2, -3, ...).
+ * hostFileExists refuses a link there, which ln would write through as root.
+ */
+async function keptName(ctx: Context, paths: VmPaths): Promise<string> {
+  const stem = `${paths.var}.before-restore-${timeStamp(new Date())}`;
+  for (let n = 1; ; n++) {
+    const name = n === 1 ? stem : `${stem}-${n}`;
+    if (!(await hostFileExists(ctx.runner, name))) return name;
+  }
+}
 
 /**
  * The names NAME-var.qcow2.before-restore-* that are the live disk itself (a second name an

@@ -10,13 +10,13 @@
 import { IvmError, RefusedError } from '../../errors.ts';
 import { imageInfo } from '../../host/qemu-img.ts';
 import type { Command } from '../../host/runner.ts';
-import { virshCommand } from '../../host/virsh.ts';
 import type { Context } from '../context.ts';
 import { withVmLock } from '../lock.ts';
 import { loadMachine, sizeInBytes, type Machine } from '../machine/machine.ts';
 import { executePlan, type Plan, type Step } from '../plan.ts';
 import { isRunning, ownVm, savedError, stopForChange } from '../vm/running.ts';
 import { leftStopped } from '../vm/upgrade.ts';
+import { startAgain } from './snapshot.ts';
 import { hostFileExists } from './vm-files.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
 
@@ -153,7 +153,7 @@ async function growLocked(ctx: Context, name: string, options: GrowOptions): Pro
   await executePlan(ctx.runner, growPlan(name, paths, change), ctx.say).catch((error: unknown) => {
     throw running ? leftStopped(error, name) : error;
   });
-  if (running) await ctx.runner.progress.step(`start ${name} again`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
+  if (running) await startAgain(ctx, name);
   if (!ctx.runner.dryRun) {
     ctx.say(
       `grew the /var disk of ${name} to ${formatSize(change.wantedBytes)}; ` +

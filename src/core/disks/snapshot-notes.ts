@@ -25,19 +25,32 @@ export function notesFile(project: Project, machine: string): string {
   return path.join(project.stateDir, 'snapshots', `${machine}.json`);
 }
 
+/** One line of printable text (it is printed in a table, on a terminal), at most NOTE_MAX_LENGTH characters. */
+function isNoteText(note: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return !/[\u0000-\u001f\u007f-\u009f]/.test(note) && note.trim() !== '' && [...note].length <= NOTE_MAX_LENGTH;
+}
+
 /** A note: one line of printable text (it is printed in a table), at most NOTE_MAX_LENGTH characters. */
 export function validateNote(note: string): string {
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(note) || note.trim() === '' || [...note].length > NOTE_MAX_LENGTH) {
+  if (!isNoteText(note)) {
     throw new BadInputError(`invalid snapshot note ${JSON.stringify(note)}`, `a note is one line of text, 1 to ${NOTE_MAX_LENGTH} characters, no control characters`);
   }
   return note;
 }
 
+// A record read back is checked as --note is: one edited by hand (or planted) must not put escape
+// sequences on the terminal that `snapshot list` prints to.
 const isNote = (value: unknown): value is SnapshotNote => {
   const v = value as Partial<SnapshotNote> | null;
   return (
-    typeof v === 'object' && v !== null && typeof v.name === 'string' && typeof v.note === 'string' && Number.isInteger(v.dateSec) && Number.isInteger(v.dateNsec)
+    typeof v === 'object' &&
+    v !== null &&
+    typeof v.name === 'string' &&
+    typeof v.note === 'string' &&
+    isNoteText(v.note) &&
+    Number.isInteger(v.dateSec) &&
+    Number.isInteger(v.dateNsec)
   );
 };
 
@@ -53,7 +66,10 @@ export function readNotes(project: Project, machine: string): SnapshotNote[] {
   }
   const notes = (parsed as { notes?: unknown } | null)?.notes;
   if (!Array.isArray(notes) || !notes.every(isNote)) {
-    throw new BadInputError(`${file} is not a snapshot note record ({"notes": [{"name", "dateSec", "dateNsec", "note"}]})`, 'fix or remove it (it holds only the notes)');
+    throw new BadInputError(
+      `${file} is not a snapshot note record ({"notes": [{"name", "dateSec", "dateNsec", "note"}]}, each note one line of text without control characters)`,
+      'fix or remove it (it holds only the notes)',
+    );
   }
   return notes.map(({ name, dateSec, dateNsec, note }) => ({ name, dateSec, dateNsec, note }));
 }

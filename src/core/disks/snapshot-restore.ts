@@ -7,6 +7,7 @@
 //
 // Cut short anywhere, the disk holds the state before (with or without the automatic snapshot) or
 // the restored one (its identity perhaps not yet resynced): never a mix. Running it again finishes it.
+import { IvmError, fileSystemError } from '../../errors.ts';
 import { requireBaseInBaseDir } from '../base/base-dir.ts';
 import { lastBuiltBase } from '../base/build.ts';
 import type { Context } from '../context.ts';
@@ -20,6 +21,7 @@ import { resyncVarDisk } from '../vm/upgrade.ts';
 import { backingOf } from './boot-overlay.ts';
 import { diskSnapshots, findSnapshot, freeName, qemuImg, refuseRunning, snapshotVm, utcStamp, validateSnapshotName, whileStopped, withHint, type DiskSnapshot } from './snapshot.ts';
 import { updateNotes } from './snapshot-notes.ts';
+import { forgetSyncedIdentity } from '../fleet/fleet-identity.ts';
 
 export interface SnapshotRestoreOptions {
   stop: boolean;
@@ -56,8 +58,13 @@ export async function snapshotRestore(ctx: Context, name: string, snapshot: stri
     const keep = freeName(`before-restore-${utcStamp(new Date())}`, snapshots);
     const running = isRunning(state);
     await whileStopped(ctx, name, running, options.timeoutSeconds, async () => {
+      // Set once the disk holds the snapshot: a later failure must not read "nothing was changed".
+      let applied = false;
       try {
+        // Until the resync is done, plan cannot say the identity is in sync (the snapshot's is older).
+        if (!ctx.runner.dryRun) forgetSyncedIdentity(ctx.project, name);
         await executePlan(ctx.runner, snapshotRestorePlan(name, paths.var, snapshot, keep), ctx.say);
+        applied = true;
         if (ctx.runner.dryRun) {
           ctx.say(`# then resync /identity with machines/${name}, redefine the domain and keep the boot overlay on ${base}, as upgrade does`);
           ctx.say('# (one guestfish session; not opened under --dry-run, since the identity it compares is the snapshot\'s)');
@@ -67,7 +74,7 @@ export async function snapshotRestore(ctx: Context, name: string, snapshot: stri
         await resyncVarDisk(ctx, name, { base, verb: 'restore' });
       } catch (error) {
         if (ctx.runner.dryRun) throw error;
-        throw await keptHint(ctx, name, paths.var, keep, error);
+        throw await keptHint(ctx, name, paths.var, keep, applied ? snapshot : undefined, error);
       }
     });
     if (ctx.runner.dryRun) return;
@@ -83,13 +90,29 @@ async function noteKept(ctx: Context, name: string, disk: string, before: DiskSn
   if (made) updateNotes(ctx.project, name, after, { add: { name: keep, dateSec: made.dateSec, dateNsec: made.dateNsec, note: `automatic: the state before restoring ${snapshot}` } });
 }
 
-/** A failed restore says where the state before it is, once it was kept. */
-async function keptHint(ctx: Context, name: string, disk: string, keep: string, error: unknown): Promise<unknown> {
+/**
+ * A failed restore says where the state before it is, once it was kept; and, once the disk holds
+ * the snapshot (`applied`), that it did change: the resync's own "nothing was changed" (a refused
+ * machine-id, a base that is gone) speaks only of the resync.
+ */
+async function keptHint(ctx: Context, name: string, disk: string, keep: string, applied: string | undefined, error: unknown): Promise<unknown> {
+  const failure = applied === undefined ? error : appliedError(error, name, applied);
   let kept = false;
   try {
     kept = (await diskSnapshots(ctx.runner, disk)).some((s) => s.name === keep);
   } catch {
-    return error;
+    return failure;
   }
-  return kept ? withHint(error, `the state before the restore is kept as snapshot ${keep}: ivm snapshot restore ${name} ${keep} goes back to it`) : error;
+  return kept ? withHint(failure, `the state before the restore is kept as snapshot ${keep}: ivm snapshot restore ${name} ${keep} goes back to it`) : failure;
+}
+
+/** The error of a restore that failed after the disk was put back to `snapshot`: it says so first. */
+export function appliedError(failure: unknown, name: string, snapshot: string): unknown {
+  const error = failure instanceof IvmError ? failure : fileSystemError(failure);
+  if (!error) return failure;
+  const cause = error.message.replace(/[;,:] nothing (was|is) changed$/, '');
+  return new IvmError(
+    `${name}'s /var disk was put back to snapshot ${snapshot}, but the rest of the restore (the identity resync, the domain, the boot overlay) failed: ${cause}`,
+    { exitCode: error.exitCode, hint: [error.hint, `once this is fixed, run the restore again: ivm snapshot restore ${name} ${snapshot}`].filter(Boolean).join('\n') },
+  );
 }

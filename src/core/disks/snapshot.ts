@@ -38,6 +38,18 @@ export function validateSnapshotName(name: string): string {
   return name;
 }
 
+/**
+ * A name or ID from a disk's snapshot table, as shown on a terminal: qemu-img keeps any bytes there
+ * (a snapshot made by hand, a disk from elsewhere), so one holding a control character (C0, DEL or
+ * C1: an escape sequence would act on the terminal) is shown quoted, each of them escaped.
+ */
+export function shownText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (!/[\u0000-\u001f\u007f-\u009f]/.test(text)) return text;
+  // JSON.stringify escapes C0 only: DEL and C1 are escaped here too.
+  return JSON.stringify(text).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** YYYYMMDD-HHMMSS in UTC: the time part of the default names. */
 export function utcStamp(date: Date): string {
   return date.toISOString().replace(/\.\d+Z$/, '').replace(/-|:/g, '').replace('T', '-');
@@ -91,6 +103,9 @@ export function parseSnapshots(value: unknown, disk: string): DiskSnapshot[] {
  * every cluster that did not change with the live disk and the other snapshots.
  */
 async function snapshotDataBytes(runner: Runner, disk: string, id: string): Promise<number | undefined> {
+  // qemu-img numbers its snapshots; any other ID (a disk from elsewhere) would be parsed as more
+  // options of `-l snapshot.id=...` (a comma starts one): not measured.
+  if (!/^[0-9]+$/.test(id)) return undefined;
   const result = await runner.run(qemuImg(['measure', '--output=json', '-U', '-f', 'qcow2', '-O', 'qcow2', '-l', `snapshot.id=${id}`, disk], false), { allowFailure: true });
   if (result.exitCode !== 0) return undefined;
   try {
@@ -101,19 +116,30 @@ async function snapshotDataBytes(runner: Runner, disk: string, id: string): Prom
   }
 }
 
-/** The one snapshot of that name; an unknown name is bad input, a name qemu-img holds twice is refused. */
+/**
+ * The one snapshot of that name; an unknown name is bad input, a name qemu-img holds twice is
+ * refused, and so is a name that is another snapshot's ID (qemu-img -a and -d look a word up as an
+ * ID first; qemu-img numbers them, but a disk made elsewhere may hold any ID).
+ */
 export function findSnapshot(snapshots: DiskSnapshot[], name: string, vm: string): DiskSnapshot {
   const found = snapshots.filter((s) => s.name === name);
   if (found.length === 0) {
     throw new BadInputError(
       `${vm}'s /var disk has no snapshot ${JSON.stringify(name)}; nothing was changed`,
-      snapshots.length > 0 ? `its snapshots: ${snapshots.map((s) => s.name).join(', ')} (ivm snapshot list ${vm})` : `it has no snapshots; make one: ivm snapshot create ${vm}`,
+      snapshots.length > 0 ? `its snapshots: ${snapshots.map((s) => shownText(s.name)).join(', ')} (ivm snapshot list ${vm})` : `it has no snapshots; make one: ivm snapshot create ${vm}`,
     );
   }
   if (found.length > 1) {
     throw new RefusedError(
-      `${vm}'s /var disk holds ${found.length} snapshots named ${name} (IDs ${found.map((s) => s.id).join(', ')}; made by other means than ivm): qemu-img would pick the first; nothing was changed`,
+      `${vm}'s /var disk holds ${found.length} snapshots named ${name} (IDs ${found.map((s) => shownText(s.id)).join(', ')}; made by other means than ivm): qemu-img would pick the first; nothing was changed`,
       'rename none of them by hand; use qemu-img snapshot with the ID, or delete the extra ones (qemu-img snapshot -d ID)',
+    );
+  }
+  const byId = snapshots.find((s) => s.id === name && s !== found[0]);
+  if (byId) {
+    throw new RefusedError(
+      `${vm}'s /var disk holds a snapshot whose ID is ${name} (named ${shownText(byId.name)}; made by other means than ivm): qemu-img would take that one for ${name}; nothing was changed`,
+      'use qemu-img snapshot by hand, or delete one of them (qemu-img snapshot -d ID)',
     );
   }
   return found[0]!;
@@ -159,7 +185,24 @@ export async function whileStopped(ctx: Context, name: string, running: boolean,
   } catch (error) {
     throw running ? leftStopped(error, name) : error;
   }
-  if (running) await ctx.runner.progress.step(`start ${name} again`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
+  if (running) await startAgain(ctx, name);
+}
+
+/**
+ * Starts a VM that --stop or --restart shut down, once its change is made: a failure to start says
+ * that the change itself was made (it is not rolled back), not only that virsh failed.
+ */
+export async function startAgain(ctx: Context, name: string): Promise<void> {
+  try {
+    await ctx.runner.progress.step(`start ${name} again`, () => ctx.runner.run(virshCommand(ctx.runner, ['start', name], true)));
+  } catch (failure) {
+    const error = failure instanceof IvmError ? failure : fileSystemError(failure);
+    if (!error) throw failure;
+    throw new IvmError(`the change to ${name} was made, but starting it again failed: ${error.message}`, {
+      exitCode: error.exitCode,
+      hint: [error.hint, `${name} is shut off; start it once this is fixed: ivm start ${name}`].filter(Boolean).join('\n'),
+    });
+  }
 }
 
 export interface SnapshotCreateOptions {
@@ -184,6 +227,10 @@ export async function snapshotCreate(ctx: Context, name: string, options: Snapsh
     const snapshot = options.snapshot ?? freeName(`snap-${utcStamp(new Date())}`, before);
     if (before.some((s) => s.name === snapshot)) {
       throw new RefusedError(`${name}'s /var disk already has a snapshot ${snapshot}; nothing was changed`, `pick another name, or delete that one first: ivm snapshot delete ${name} ${snapshot}`);
+    }
+    // A name that is another snapshot's ID could never be restored or deleted by name (findSnapshot).
+    if (before.some((s) => s.id === snapshot)) {
+      throw new RefusedError(`${name}'s /var disk holds a snapshot whose ID is ${snapshot}: qemu-img would take that one for the name; nothing was changed`, 'pick another name');
     }
     if (!options.stop) refuseRunning(name, state, 'a snapshot', true);
     const running = isRunning(state);

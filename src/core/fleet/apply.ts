@@ -5,7 +5,8 @@
 // machine that fails is reported and the others go on; the summary names each failure.
 import { IvmError, fileSystemError } from '../../errors.ts';
 import { virshCommand } from '../../host/virsh.ts';
-import { installPlan, writeBuildRecord } from '../base/base-image.ts';
+import { readlink } from '../../host/files.ts';
+import { findImage, installPlan, writeBuildRecord } from '../base/base-image.ts';
 import type { Context } from '../context.ts';
 import { growVm } from '../disks/grow.ts';
 import { hostFileExists } from '../disks/vm-files.ts';
@@ -17,7 +18,9 @@ import { isRunning, ownDefinedVm, stopForChange } from '../vm/running.ts';
 import { upgradeVm } from '../vm/upgrade.ts';
 import { recordSyncedIdentity } from './fleet-identity.ts';
 import { orphanBlocked, orphanHasParts, removeOrphan } from './fleet-orphans.ts';
-import type { ActionKind, BuildPlan, FleetPlan, MachinePlan } from './fleet-plan.ts';
+import { diskStamp, type ActionKind, type BuildPlan, type FleetPlan, type MachinePlan } from './fleet-plan.ts';
+import type { IdentitySource } from '../identity/identity.ts';
+import { vmPaths } from '../disks/vm-paths.ts';
 
 export interface ApplyOptions {
   /** How long a shutdown (--restart) may take. */
@@ -83,10 +86,21 @@ export async function applyFleet(ctx: Context, plan: FleetPlan, options: ApplyOp
     // The build was installed above: what is left is the machine's own.
     const own = entry.actions.filter((action) => action.action !== 'build');
     if (entry.actions.length > own.length) outcome.done.push('build');
-    if (own.length > 0) {
+    const record = internal?.deepInSync && internal.sources && internal.deepStamp !== undefined && !ctx.runner.dryRun;
+    if (own.length === 0 && record) {
+      // Nothing else to do: the record only spares the next plan a disk read, so a lock held by
+      // another run leaves it unwritten rather than failing the machine.
+      await withVmLock(ctx, entry.name, 'apply', () => recordDeepSync(ctx, entry.name, internal!)).catch(() => undefined);
+    } else if (own.length > 0) {
       ctx.say(`# ${entry.name}: ${own.map((action) => action.action).join(', ')}`);
       try {
-        await withVmLock(ctx, entry.name, 'apply', () => applyMachine(ctx, plan, entry, options));
+        await withVmLock(ctx, entry.name, 'apply', async () => {
+          // --deep found the disk in sync where the record did not say so: the record says so now,
+          // under the lock and only if the disk is as plan read it (a restore since would have
+          // brought back another identity). Before the actions, none of which touches /identity.
+          if (record) await recordDeepSync(ctx, entry.name, internal!);
+          await applyMachine(ctx, plan, entry, options);
+        });
         outcome.done.push(...own.map((action) => action.action));
       } catch (error) {
         outcome.result = 'failed';
@@ -94,8 +108,6 @@ export async function applyFleet(ctx: Context, plan: FleetPlan, options: ApplyOp
         continue;
       }
     }
-    // --deep found the disk in sync where the record did not say so: the record says so now.
-    if (internal?.deepInSync && internal.sources && !ctx.runner.dryRun) recordSyncedIdentity(ctx.project, entry.name, internal.sources);
     outcome.result = entry.waiting.length > 0 ? 'needs restart' : outcome.done.length > 0 ? 'changed' : 'up to date';
   }
   // 3. The orphans named for removal (never their /var disk).
@@ -122,12 +134,26 @@ export async function applyFleet(ctx: Context, plan: FleetPlan, options: ApplyOp
   return outcomes;
 }
 
+/** Records what --deep read (`internal.sources` in sync) if the /var disk was not written since it was read. */
+async function recordDeepSync(ctx: Context, name: string, internal: { sources: IdentitySource[] | undefined; deepStamp?: string }): Promise<void> {
+  const file = vmPaths(ctx.settings, ctx.project, name).var;
+  try {
+    if (!internal.sources || !(await hostFileExists(ctx.runner, file))) return;
+    if ((await diskStamp(ctx.runner, file)) !== internal.deepStamp) return;
+  } catch {
+    return; // not known to be unchanged: no record, and the next plan says the identity is unknown
+  }
+  recordSyncedIdentity(ctx.project, name, internal.sources);
+}
+
 /** Installs one build (as `ivm build` does: copy, 0444, rename, under the base folder's lock) and records it for its machines. */
 async function installBuild(ctx: Context, build: BuildPlan, names: string[]): Promise<void> {
   await withBaseLock(ctx, 'apply', async () => {
     if (!(await hostFileExists(ctx.runner, build.base))) {
-      if (build.image === undefined) throw new IvmError(`internal: no image to install as ${build.base}`);
-      await executePlan(ctx.runner, installPlan(ctx.settings, build.image, build.base), ctx.say);
+      // Installed when plan looked (so it did not read the image), gone now (an ivm gc between the
+      // two): installed again from the build's output, as plan would have.
+      const image = build.image ?? (await readlink(ctx.runner, findImage(build.storePath)));
+      await executePlan(ctx.runner, installPlan(ctx.settings, image, build.base), ctx.say);
       if (!ctx.runner.dryRun) ctx.say(`installed ${build.base}: the latest build of ${names.join(', ')}`);
     }
     // As `ivm build` records it: `create --no-build`, `upgrade --no-build` and `list` see the same build.

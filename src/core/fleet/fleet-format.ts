@@ -109,9 +109,14 @@ export function formatSummary(outcomes: Outcome[], dryRun: boolean): string[] {
   const failed = by('failed');
   const waiting = by('needs restart');
   const lines = [
-    `apply${dryRun ? ' (dry run: nothing was changed)' : ''}: ${by('changed').length} changed, ${by('up to date').length} up to date, ${waiting.length} needs restart, ${failed.length} failed`,
+    `apply${dryRun ? ' (dry run: nothing was changed)' : ''}: ${by('changed').length} ${dryRun ? 'would change' : 'changed'}, ${by('up to date').length} up to date, ${waiting.length} needs restart, ${failed.length} failed`,
   ];
-  for (const outcome of waiting) lines.push(`  needs restart: ${outcome.name} (${outcome.waiting.join(', ')}; left running: ivm apply --restart ${outcome.name})`);
+  // A VM left running may have had other actions done (a redefine): it is counted once, as
+  // waiting, and its line says what was done, so that "0 changed" never hides a change.
+  for (const outcome of waiting) {
+    const done = outcome.done.length > 0 ? `; ${dryRun ? 'would be done' : 'done'}: ${outcome.done.join(', ')}` : '';
+    lines.push(`  needs restart: ${outcome.name} (${outcome.waiting.join(', ')}; left running: ivm apply --restart ${outcome.name}${done})`);
+  }
   for (const outcome of failed) {
     lines.push(`  failed: ${outcome.kind === 'orphan' ? 'orphan ' : ''}${outcome.name}: ${outcome.error?.message.split('\n').join('\n    ') ?? 'failed'}`);
     if (outcome.error?.hint) lines.push(`    hint: ${outcome.error.hint.split('\n').join('\n    ')}`);

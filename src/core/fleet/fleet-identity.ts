@@ -65,6 +65,10 @@ function readRecord(project: Project, name: string): SyncedRecord | undefined {
     const value = JSON.parse(readRegularText(file)) as Partial<SyncedRecord>;
     if (typeof value.salt !== 'string' || typeof value.files !== 'object' || value.files === null) return undefined;
     if (!Object.values(value.files).every((entry) => typeof entry === 'string')) return undefined;
+    // Its names are printed in plan's lines ("removed NAME"): one with a control character is no
+    // name ivm wrote (an escape sequence would act on the terminal), so the record says nothing.
+    // eslint-disable-next-line no-control-regex
+    if (Object.keys(value.files).some((file) => /[\u0000-\u001f\u007f-\u009f]/.test(file))) return undefined;
     return { salt: value.salt, files: value.files };
   } catch {
     // A record that does not parse says nothing: unknown, and the next upgrade writes a good one.

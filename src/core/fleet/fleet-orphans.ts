@@ -115,6 +115,11 @@ export function orphanBlocked(orphan: Orphan, uri: string): { message: string; h
 export async function removeOrphan(ctx: Context, orphan: Orphan): Promise<void> {
   await withVmLock(ctx, orphan.name, 'apply --remove-orphan', async () => {
     const { name } = orphan;
+    // Asked again under the lock: a machine folder put back since the plan (a git checkout) makes
+    // it a machine again, whose VM only `ivm destroy` removes.
+    if (machineNames(ctx.project).includes(name)) {
+      throw new RefusedError(`machines/${name} is there again: ${name} is a machine, not an orphan; nothing was changed`, `to remove its VM: ivm destroy ${name}`);
+    }
     const info = await domainInfo(ctx.runner, name);
     if (info && info.uuid !== orphan.uuid) throw new RefusedError(`the libvirt domain ${name} is no longer the one ivm made (uuid ${info.uuid}, not ${orphan.uuid}); nothing was changed`);
     const blocked = info ? orphanBlocked({ ...orphan, state: info.state, managedSave: info.managedSave }, ctx.settings.libvirtUri) : undefined;

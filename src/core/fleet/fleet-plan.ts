@@ -13,12 +13,14 @@
 // - the definition: the XML rendered now against libvirt/NAME.xml and libvirt's persistent
 //   definition, and for a running VM against what it runs with (fleet-domain.ts);
 // - orphans: fleet-orphans.ts.
+import fs from 'node:fs';
 import path from 'node:path';
 import { ExitCode, IvmError, RefusedError, fileSystemError } from '../../errors.ts';
 import { readlink } from '../../host/files.ts';
 import { buildCommand, buildOutPath } from '../../host/nix.ts';
 import { listDomains } from '../../host/virsh.ts';
 import { basePathFor, findImage, imageInstallable, readBuildRecord } from '../base/base-image.ts';
+import type { Runner } from '../../host/runner.ts';
 import type { Context } from '../context.ts';
 import { backingOf } from '../disks/boot-overlay.ts';
 import { compareVarSize, describeVarSize, varDiskSize } from '../disks/grow.ts';
@@ -102,7 +104,7 @@ export interface FleetPlan {
   /** Listed when no machine is named, or when named for removal. */
   orphans: Orphan[];
   /** What apply needs beyond the printed plan, by machine name. */
-  internal: Map<string, { machine: Machine; base: string; sources: IdentitySource[] | undefined; deepInSync: boolean }>;
+  internal: Map<string, { machine: Machine; base: string; sources: IdentitySource[] | undefined; deepInSync: boolean; deepStamp?: string }>;
 }
 
 /** The machines to plan: those named (each must exist: exit 2 otherwise), or all of machines/. */
@@ -183,7 +185,7 @@ async function planMachine(ctx: Context, plan: FleetPlan, entry: MachinePlan, do
   const build = await latestBase(ctx, plan, name);
   const current = await backingOf(runner, paths.boot);
   entry.base = { current, latest: build.base, storePath: build.storePath, installed: build.installed };
-  const internal = { machine, base: build.base, sources: undefined as IdentitySource[] | undefined, deepInSync: false };
+  const internal = { machine, base: build.base, sources: undefined as IdentitySource[] | undefined, deepInSync: false, deepStamp: undefined as string | undefined };
   plan.internal.set(name, internal);
   if (!build.installed) {
     const shared = build.machines.filter((other) => other !== name);
@@ -231,6 +233,8 @@ async function planMachine(ctx: Context, plan: FleetPlan, entry: MachinePlan, do
   const recorded = identityAgainstRecord(ctx.project, name, sources);
   if (plan.options.deep && !running && upgrade.length === 0) {
     // One read-only guestfish launch (~17 s under TCG): only where nothing else calls for an upgrade.
+    // The disk's stamp is taken first: apply records "in sync" only if nothing wrote to it since.
+    const stamp = await diskStamp(runner, paths.var);
     const diff = await readIdentity(ctx, paths.var, sources);
     if (diff.changed.includes('machine-id')) {
       throw new RefusedError(`the /var disk ${paths.var} holds another machine-id than machines/${name}/machine-id: it is not this machine's disk, or the file was replaced`, `ivm upgrade ${name} says the same; see ivm status ${name}`);
@@ -238,6 +242,7 @@ async function planMachine(ctx: Context, plan: FleetPlan, entry: MachinePlan, do
     entry.identityFrom = 'disk';
     entry.identity = isInSync(diff) ? 'in sync' : 'differs';
     internal.deepInSync = isInSync(diff) && recorded.state !== 'in sync';
+    internal.deepStamp = stamp;
     if (!isInSync(diff)) upgrade.push(`identity differs on the /var disk: ${describeDiff(diff)}`);
   } else {
     entry.identityFrom = 'record';
@@ -308,6 +313,20 @@ function planCreate(entry: MachinePlan, machine: Machine, build: BuildPlan): voi
   entry.identity = 'new';
   entry.actions.push({ action: 'create', why: `no VM yet: boot overlay on ${build.base}, a new /var disk of ${machine.meta.varSize}` });
   if (machine.meta.autostart) entry.actions.push({ action: 'start', why: 'autostart = true' });
+}
+
+/**
+ * What says whether a file was written since: its device, inode, size and change time (ctime, to
+ * the nanosecond; any write, a qemu-img snapshot or a replaced file moves it; a read-only open does
+ * not). Asked of the host (stat through the runner) when HOST_CMD is set, as the VM files are.
+ */
+export async function diskStamp(runner: Runner, file: string): Promise<string> {
+  if (runner.settings.hostCmd.length === 0) {
+    const st = fs.lstatSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.ctimeNs}`;
+  }
+  const result = await runner.run({ tool: 'stat', args: ['-c', '%d:%i:%s:%z', '--', file], mutates: false });
+  return result.stdout.trim();
 }
 
 async function readIdentity(ctx: Context, varDisk: string, sources: IdentitySource[]) {
