@@ -4,7 +4,7 @@
 // compression, the data part of `ivm backup restore` (every byte of the backup checked, then the
 // image copied out of it into a new disk, up to the identity resync) and the whole restore (with its
 // one guestfish launch) against `cp --sparse=always`, and `ivm backup list` (which checksums every
-// byte) against `sha256sum`. BENCH_STEPS=1 prints when each of ivm's steps began. Real qemu-img, tar, guestfish and libvirt; the base comes from
+// byte) against `sha256sum`; the median of BENCH_RUNS rounds (3). BENCH_STEPS=1 prints when each of ivm's steps began. Real qemu-img, tar, guestfish and libvirt; the base comes from
 // test/support/standin-nix, the stand-in for `nix build`. BENCH_DATA_MIB changes the amount of data.
 import { execa } from 'execa';
 import crypto from 'node:crypto';
@@ -80,32 +80,50 @@ try {
   fs.rmSync(tree, { recursive: true });
   await execa('sync');
 
-  const plain = path.join(scratch, 'plain.qcow2');
-  const convertPlain = await timed('qemu-img', ['convert', '-q', '-c', '-f', 'qcow2', '-O', 'qcow2', '-o', 'compression_type=zstd', varDisk, plain]);
-  fs.rmSync(plain);
-  const backup = await ivmTimed(['backup', 'create', NAME], /^$/);
-  const file = fs.readdirSync(path.join(project.vmDir, 'backups', NAME)).find((f) => f.endsWith('.ivm-backup'))!;
-  const backupFile = path.join(project.vmDir, 'backups', NAME, file);
+  // BENCH_RUNS rounds (3), each plain copy next to ivm's, a sync before each: the median of each.
+  const runs = Number(process.env.BENCH_RUNS ?? 3);
+  const times: Record<'convert' | 'backup' | 'sha' | 'list' | 'cp' | 'restoreData' | 'restore', number[]> = { convert: [], backup: [], sha: [], list: [], cp: [], restoreData: [], restore: [] };
+  const backups = path.join(project.vmDir, 'backups', NAME);
+  let backupFile = '';
+  for (let round = 0; round < runs; round++) {
+    const plain = path.join(scratch, 'plain.qcow2');
+    await execa('sync');
+    times.convert.push(await timed('qemu-img', ['convert', '-q', '-c', '-f', 'qcow2', '-O', 'qcow2', '-o', 'compression_type=zstd', varDisk, plain]));
+    fs.rmSync(plain);
+    await execa('sync');
+    const before = new Set(fs.existsSync(backups) ? fs.readdirSync(backups) : []);
+    times.backup.push((await ivmTimed(['backup', 'create', NAME], /^$/)).total);
+    const made = path.join(backups, fs.readdirSync(backups).find((f) => !before.has(f))!);
+    // One backup in the folder: list checks them all.
+    if (backupFile === '') backupFile = made;
+    else fs.rmSync(made);
+    await execa('sync');
+    times.sha.push(await timed('sha256sum', [backupFile]));
+    times.list.push((await ivmTimed(['backup', 'list', NAME], /^$/)).total);
+    await execa('sync');
+    times.cp.push(await timed('cp', ['--sparse=always', varDisk, path.join(scratch, 'copy.qcow2')]));
+    fs.rmSync(path.join(scratch, 'copy.qcow2'));
+    await execa('sync');
+    const restore = await ivmTimed(['backup', 'restore', NAME, backupFile], /open the \/var disk \(guestfish appliance\)/);
+    times.restoreData.push(restore.toMark ?? Number.NaN);
+    times.restore.push(restore.total);
+    // The disk each restore replaced is kept beside it: the bench's own, it goes.
+    for (const f of fs.readdirSync(project.vmDir).filter((f) => f.startsWith(`${NAME}-var.qcow2.before-restore-`))) fs.rmSync(path.join(project.vmDir, f));
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const backupBytes = fs.statSync(backupFile).size;
-  const sha = await timed('sha256sum', [backupFile]);
-  const list = await ivmTimed(['backup', 'list', NAME], /^$/);
-  const cp = await timed('cp', ['--sparse=always', varDisk, path.join(scratch, 'copy.qcow2')]);
-  fs.rmSync(path.join(scratch, 'copy.qcow2'));
-  await execa('sync');
-  const restore = await ivmTimed(['backup', 'restore', NAME, backupFile], /open the \/var disk \(guestfish appliance\)/);
-
   const mib = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MiB`;
   const rate = (seconds: number) => `${Math.round(DATA_MIB / seconds)} MiB/s`;
   const row = (what: string, ivm: number, other: string, plainSeconds: number) =>
     `| ${what} | ${ivm.toFixed(2)} s (${rate(ivm)}) | ${other} | ${plainSeconds.toFixed(2)} s (${rate(plainSeconds)}) | ${(ivm / plainSeconds).toFixed(2)}x |`;
-  console.log(`/var holding ${DATA_MIB} MiB of random data; the backup file is ${mib(backupBytes)}`);
+  console.log(`/var holding ${DATA_MIB} MiB of random data; the backup file is ${mib(backupBytes)}; median of ${runs} rounds`);
   console.log('');
   console.log('| operation | ivm | plain copy | plain | ratio |');
   console.log('|---|---|---|---|---|');
-  console.log(row('backup create', backup.total, '`qemu-img convert -c` (zstd)', convertPlain));
-  console.log(row('restore: checks and copy (up to the identity resync)', restore.toMark ?? Number.NaN, '`cp --sparse=always` of the disk', cp));
-  console.log(row('restore, whole (one guestfish launch)', restore.total, '`cp --sparse=always` of the disk', cp));
-  console.log(row('backup list (checks every byte)', list.total, '`sha256sum` of the backup', sha));
+  console.log(row('backup create', median(times.backup), '`qemu-img convert -c` (zstd)', median(times.convert)));
+  console.log(row('restore: checks and copy (up to the identity resync)', median(times.restoreData), '`cp --sparse=always` of the disk', median(times.cp)));
+  console.log(row('restore, whole (one guestfish launch)', median(times.restore), '`cp --sparse=always` of the disk', median(times.cp)));
+  console.log(row('backup list (checks every byte)', median(times.list), '`sha256sum` of the backup', median(times.sha)));
   await project.ivm(['destroy', '--delete-var', NAME]);
 } finally {
   await cleanupDomain(NAME);

@@ -233,19 +233,14 @@ async function stagePublicFiles(ctx: Context, name: string, warn: (line: string)
 // machines/NEW
 
 /**
- * Writes machines/NEW from `source` (never over anything), evaluates its meta.nix (nix eval, as
- * loadMachine does) and drops an address from it (rewritten as `ivm new` writes one, and evaluated
- * back), makes NEW's identity and stages the public files. The caller removes it all on failure.
+ * Writes the files of machines/NEW (the caller made the folder, empty) from `source`, never over
+ * anything; evaluates its meta.nix (nix eval, as loadMachine does) and drops an address from it
+ * (rewritten as `ivm new` writes one, and evaluated back); makes NEW's identity and stages the public
+ * files. The caller removes it all on failure.
  */
 async function writeMachine(ctx: Context, name: string, source: MachineSource, warn: (line: string) => void): Promise<void> {
   const { ADDRESS_KEYS, checkWrittenMeta, renderMeta } = await import('../machine/new-machine.ts');
   const dir = path.join(ctx.project.machinesDir, name);
-  try {
-    fs.mkdirSync(dir, { mode: 0o755 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new RefusedError(`${dir} appeared meanwhile: it was left as it is`);
-    throw error;
-  }
   for (const file of source.files) createFileExclusive(path.join(dir, file.name), file.content, file.mode);
   const metaFile = path.join(dir, 'meta.nix');
   const raw = (await ctx.runner.progress.step(`evaluate ${metaFile} (nix eval)`, () => evalJsonFile(ctx.runner, metaFile))) as Record<string, unknown>;
@@ -340,6 +335,16 @@ export async function newVmFrom(ctx: Context, spec: NewVmSpec): Promise<void> {
   const record: UnfinishedRecord = { verb, from: spec.source.from, pid: process.pid, since: new Date().toISOString(), files: filesOfNew(spec.source) };
   ensureFolder(path.dirname(unfinishedFile(ctx, name)), 0o700);
   createFileExclusive(unfinishedFile(ctx, name), `${JSON.stringify(record)}\n`, 0o644);
+  // The folder is made after the record (a run killed now leaves one that says whose the folder is),
+  // and a folder that appeared meanwhile is not this run's: it is left alone, and so is the rest.
+  const dir = path.join(ctx.project.machinesDir, name);
+  try {
+    fs.mkdirSync(dir, { mode: 0o755 });
+  } catch (error) {
+    removeFile(unfinishedFile(ctx, name));
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new RefusedError(`${dir} appeared meanwhile: it was left as it is, nothing was changed`);
+    throw error;
+  }
   try {
     await writeMachine(ctx, name, spec.source, spec.warn);
     const base = await spec.base();
