@@ -294,4 +294,11 @@ describe('fixes from a review of the hardening', () => {
     const fixing = syncScript([source], { added: [source.name], changed: [], fixed: [], removed: [], fixDir: true, unreadable: [], notRegular: [] });
     expect(fixing.indexOf('-rm /identity')).toBeLessThan(fixing.indexOf('mkdir-p /identity'));
   });
+  it('a name from the disk is shown with every control character escaped: C0, DEL and C1 alike', async () => {
+    const { shownName } = await import('../src/core/identity/identity-sync.ts');
+    expect(shownName('hosts')).toBe('hosts');
+    expect(shownName('a\x1b[2Jb')).toBe('"a\\u001b[2Jb"');
+    expect(shownName('a\x7fb\x9bc')).toBe('"a\\u007fb\\u009bc"');
+    expect(shownName('a\x7fb\x9bc')).not.toMatch(/[\x00-\x1f\x7f-\x9f]/);
+  });
 });

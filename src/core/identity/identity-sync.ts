@@ -79,7 +79,9 @@ const DIR_MODE = VAR_DIRS.find((dir) => dir.path === VAR_IDENTITY_DIR)?.mode ?? 
 
 /** A name as shown to the user: JSON-quoted when it holds anything but printable characters. */
 export function shownName(name: string): string {
-  return /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+  if (/^[\x21-\x7e]+$/.test(name)) return name;
+  // JSON.stringify escapes C0 controls only: DEL and the C1 controls (which a terminal obeys) too.
+  return JSON.stringify(name).replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export interface DiskIdentity {

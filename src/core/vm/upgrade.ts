@@ -189,7 +189,7 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
     // before any overlay moves: if libvirt refuses the XML, the overlays have not moved yet.
     const steps: Step[] = [
       ...growSteps(paths, varChange),
-      ...redefineSteps(ctx, paths.xml, xml, name, state === 'undefined'),
+      ...redefineSteps(ctx, paths.xml, xml, name, state === 'undefined', state === 'undefined' && (await hostFileExists(ctx.runner, paths.nvram))),
       ...autostartSteps(ctx, machine, libvirtAutostart),
     ];
     if (baseChanges) steps.push(...(await switchBaseSteps(ctx.runner, paths, base)));
@@ -199,7 +199,8 @@ async function upgradeStaged(ctx: Context, target: UpgradeTarget): Promise<void>
   }
 }
 
-function redefineSteps(ctx: Context, xmlPath: string, xml: string, name: string, wasUndefined: boolean): Step[] {
+/** `nvramKept`: an NVRAM file was there before the domain was defined anew; its undo keeps it. */
+function redefineSteps(ctx: Context, xmlPath: string, xml: string, name: string, wasUndefined: boolean, nvramKept = false): Step[] {
   return [
     { kind: 'write', title: 'domain XML', path: xmlPath, content: xml },
     {
@@ -207,7 +208,7 @@ function redefineSteps(ctx: Context, xmlPath: string, xml: string, name: string,
       title: 'redefine the domain (same uuid and MAC)',
       command: virshCommand(ctx.runner, ['define', xmlPath], true),
       // A domain defined anew (a VM brought back on its kept /var) goes again if a later step fails.
-      ...(wasUndefined ? { undo: virshCommand(ctx.runner, ['undefine', '--nvram', name], true) } : {}),
+      ...(wasUndefined ? { undo: virshCommand(ctx.runner, ['undefine', nvramKept ? '--keep-nvram' : '--nvram', name], true) } : {}),
     },
   ];
 }
