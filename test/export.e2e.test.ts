@@ -17,10 +17,10 @@
 //     link as the folder or as a file in it, values no Makefile can hold, --dry-run, --help.
 import { execa } from 'execa';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, domainState, ensureNetwork, guestNetworkPrefix, virsh, waitForState } from './support/libvirt.ts';
+import { freePort, waitForPort } from './support/ports.ts';
 import { makeTestProject, testMeta, type TestProject } from './support/ivm.ts';
 import { parseStandinLog, repoRoot, sha256File } from './support/standin.ts';
 import { domainUuid } from '../src/core/identity/identity.ts';
@@ -46,33 +46,6 @@ interface MakeRun {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A free TCP port on loopback. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`nothing listens on 127.0.0.1:${port}`);
-}
 
 describe('ivm export NAME DIR: the provisioner boots the VM without ivm (two boots)', () => {
   const VM = 'e2e-exp-agent';

@@ -13,7 +13,7 @@ import { domainFacts, factChanges } from '../src/core/fleet/fleet-domain.ts';
 import { processStartTime } from '../src/core/lock.ts';
 import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState } from './support/libvirt.ts';
 import { makeTestProject, type IvmResult, type TestProject } from './support/ivm.ts';
-import { parseStandinLog, sha256File, type StandinLog } from './support/standin.ts';
+import { parseStandinLog, sha256File, waitForStandinLog, type StandinLog } from './support/standin.ts';
 import { readVarFile, writeVarFile } from './support/var-disk.ts';
 
 const NEW = 'e2e-fleet-new';
@@ -65,20 +65,7 @@ describe('ivm plan and ivm apply: the whole fleet (real tools)', () => {
     expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
   };
   /** Polls the serial log until the guest has said `until`. */
-  const waitForLog = async (name: string, until: (log: StandinLog) => boolean, timeoutMs = 240_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      let log: StandinLog | undefined;
-      try {
-        log = serial(name);
-      } catch {
-        /* not written yet */
-      }
-      if (log && until(log)) return log;
-      if (Date.now() > deadline) throw new Error(`${name}: the serial log did not get there within ${timeoutMs} ms:\n${log?.lines.join('\n') ?? '(none)'}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  };
+  const waitForLog = (name: string, until: (log: StandinLog) => boolean, timeoutMs = 240_000) => waitForStandinLog(name, () => serial(name), until, timeoutMs);
   /** Starts the *-hold guest (if it is not running) and waits until it waits for the power button. */
   const holdRunning = async () => {
     if ((await domainState(HOLD)) === 'running') return;

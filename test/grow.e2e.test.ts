@@ -13,7 +13,7 @@ import { autostartDiffers } from '../src/core/vm/autostart.ts';
 import { validateMeta, type Machine } from '../src/core/machine/machine.ts';
 import { cleanupDomain, domainState, ensureNetwork, virsh, waitForState } from './support/libvirt.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
-import { parseStandinLog, sha256File, type StandinLog } from './support/standin.ts';
+import { parseStandinLog, sha256File, waitForStandinLog, type StandinLog } from './support/standin.ts';
 import { readVarFile, waitUntilUnused, writeVarFile } from './support/var-disk.ts';
 
 const NAME = 'e2e-grow';
@@ -97,20 +97,7 @@ describe('grow /var, autostart, reboot (real tools)', () => {
     return serial(name);
   };
   /** Polls the serial log until the guest has said `until`; returns the log then. */
-  const waitForLog = async (name: string, until: (log: StandinLog) => boolean, timeoutMs = 180_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      let log: StandinLog | undefined;
-      try {
-        log = serial(name);
-      } catch {
-        /* not written yet */
-      }
-      if (log && until(log)) return log;
-      if (Date.now() > deadline) throw new Error(`${name}: the serial log did not get there within ${timeoutMs} ms:\n${log?.lines.join('\n') ?? '(none)'}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  };
+  const waitForLog = (name: string, until: (log: StandinLog) => boolean, timeoutMs = 180_000) => waitForStandinLog(name, () => serial(name), until, timeoutMs);
   const waitingAt = (boots: number) => (log: StandinLog) => log.holds.some((h) => h.boots === boots);
 
   beforeAll(async () => {

@@ -12,10 +12,10 @@
 //     from a project whose path holds blanks, % and a backslash (quoted and escaped for ssh).
 import { execa, type ResultPromise } from 'execa';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDomain, ensureLibvirt, guestNetworkPrefix, virsh, waitForState } from './support/libvirt.ts';
+import { freePort, waitForPort } from './support/ports.ts';
 import { makeTestProject, type TestProject } from './support/ivm.ts';
 import { parseStandinLog } from './support/standin.ts';
 import { macAddress } from '../src/core/identity/identity.ts';
@@ -130,33 +130,6 @@ describe('ivm ip: the DHCP lease of the stand-in guest (one boot)', () => {
   });
 });
 
-/** A free TCP port on loopback. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on 127.0.0.1:${port}`);
-}
 
 describe('ivm ssh and ivm wait against real sshd on loopback', () => {
   const SSH_VM = 'e2e-ssh';

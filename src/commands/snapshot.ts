@@ -2,20 +2,12 @@ import type { Command } from 'commander';
 import type { ContextFactory } from '../cli.ts';
 import { seconds } from './lifecycle.ts';
 
+import { humanSize } from '../core/human-size.ts';
+
 /** The implementation, loaded when a command runs. */
 const core = () => import('../core/disks/snapshot.ts');
 
-function size(bytes: number | null): string {
-  if (bytes === null) return '?';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
+const size = (bytes: number | null): string => (bytes === null ? '?' : humanSize(bytes));
 
 export function registerSnapshot(program: Command, context: ContextFactory): void {
   const snapshot = program

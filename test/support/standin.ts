@@ -337,3 +337,22 @@ export function parseStandinLog(text: string): StandinLog {
   log.complete = begun && ended;
   return log;
 }
+
+/**
+ * Polls a serial log (read() throws until the file exists) until the guest has said `until`;
+ * returns the log then, or fails naming `label` with what the guest said so far.
+ */
+export async function waitForStandinLog(label: string, read: () => StandinLog, until: (log: StandinLog) => boolean, timeoutMs: number): Promise<StandinLog> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let log: StandinLog | undefined;
+    try {
+      log = read();
+    } catch {
+      /* not written yet */
+    }
+    if (log && until(log)) return log;
+    if (Date.now() > deadline) throw new Error(`${label}: the serial log did not get there within ${timeoutMs} ms:\n${log?.lines.join('\n') ?? '(none)'}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}

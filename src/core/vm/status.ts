@@ -1,5 +1,6 @@
 // ivm status: what a VM is made of now. Reads only: libvirt's state, the disks' backing files and
 // sizes, and, when the VM is stopped, /identity on its /var disk (guestfish, read-only).
+import { humanSize } from '../human-size.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { hostFileExists } from '../disks/vm-files.ts';
@@ -73,16 +74,7 @@ export async function vmStatus(ctx: Context, name: string): Promise<VmStatus> {
   };
 }
 
-function size(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
+const size = humanSize;
 
 export function formatStatus(status: VmStatus): string[] {
   const diskLine = (d: DiskStatus | undefined) => (d ? `${d.path} (${size(d.allocatedBytes)} allocated of ${size(d.virtualBytes)})` : 'missing');
