@@ -237,6 +237,19 @@ describe('ivm clone (real tools)', () => {
     expect(await tracked(KILLED)).toEqual(PUBLIC);
     expect(fs.readdirSync(project.vmDir).filter((f) => f.startsWith(`${KILLED}-`)).sort()).toEqual([`${KILLED}-boot.qcow2`, `${KILLED}-var.qcow2`]);
     expect(fs.existsSync(path.join(project.root, '.ivm', 'unfinished', `${KILLED}.json`))).toBe(false);
+    // A record left over by an old killed run never removes a machine that is somebody's now: its
+    // machine-id is not one that run made.
+    const record = path.join(project.root, '.ivm', 'unfinished', `${KILLED}.json`);
+    fs.writeFileSync(record, `${JSON.stringify({ verb: 'clone', from: ADDR, pid: 1, since: '2026-01-01T00:00:00.000Z', files: ['meta.nix', 'machine-id'] })}\n`);
+    const varBefore = await sha256File(killedVar);
+    const stale = await project.ivm(['clone', ADDR, KILLED]);
+    expect(stale.exitCode, stale.stderr).toBe(3);
+    expect(stale.stderr).toContain(`machines/${KILLED}/machine-id is not the one the unfinished clone of ${KILLED} made: nothing of ${KILLED} was removed`);
+    expect(fs.existsSync(path.join(project.root, 'machines', KILLED, 'machine-id'))).toBe(true);
+    expect(fs.existsSync(path.join(project.root, 'machines', KILLED, 'meta.nix'))).toBe(true);
+    expect(await domainState(KILLED)).toBe('shut off');
+    expect(await sha256File(killedVar)).toBe(varBefore);
+    fs.rmSync(record);
   }, 1_500_000);
 
   it('a clone that fails midway is rolled back: nothing of the new machine is left, not even in git', async () => {

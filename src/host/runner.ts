@@ -17,6 +17,8 @@ export interface Command {
   mutates: boolean;
   /** Standard input. */
   input?: string;
+  /** The input holds secrets (a backup's manifest carries the machine's files): --verbose and --dry-run never show it. */
+  secretInput?: boolean;
   /** Inherit the terminal (virsh console). */
   interactive?: boolean;
   /**
@@ -105,7 +107,8 @@ export class Runner {
     }
     const prefix = [...this.settings.hostCmd, ...(spec.root ? this.settings.sudo : [])];
     // sudo and host-spawn do not pass the environment on: name the guestfish variables on the command line.
-    const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : [];
+    // tar's listing is parsed ("block N:"), so it runs in the C locale, through sudo as well.
+    const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : command.tool === 'tar' && prefix.length > 0 ? ['env', 'LC_ALL=C'] : [];
     return [...prefix, ...env, spec.program, ...command.args];
   }
 
@@ -116,7 +119,8 @@ export class Runner {
   /** The command as a line a user could paste into a shell. */
   describe(command: Command): string {
     const line = shellLine(this.argv(command));
-    return command.input === undefined ? line : withHereDoc(line, command.input);
+    if (command.input === undefined) return line;
+    return withHereDoc(line, command.secretInput ? `(${Buffer.byteLength(command.input)} bytes, not shown: they hold secrets)\n` : command.input);
   }
 
   private mutations = 0;
@@ -141,7 +145,7 @@ export class Runner {
     if (this.verbose) this.echo(this.describe(command));
     const [file, ...args] = this.argv(command) as [string, ...string[]];
     // virsh's words are parsed (states, dominfo fields, error messages): never a translation of them.
-    const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : command.tool === 'virsh' && !command.interactive ? { LC_ALL: 'C' } : {};
+    const env = command.tool === 'guestfish' ? this.settings.guestfsEnv : (command.tool === 'virsh' && !command.interactive) || command.tool === 'tar' ? { LC_ALL: 'C' } : {};
     const streamed = command.streamStderr && !command.interactive ? this.stderrStream() : undefined;
     const result = await runProcess(file, args, {
       env,

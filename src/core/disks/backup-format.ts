@@ -124,10 +124,13 @@ export function parseLayout(file: string, listing: string, fileBytes: number): L
   if (lines.length !== MEMBERS.length + 1) bad(`it holds ${Math.max(lines.length - 1, 0)} entries, not ${MEMBERS.join(', ')}`);
   const members: Member[] = MEMBERS.map((want, i) => {
     // block 2: -rw------- 0/0   5120 2023-11-14 22:13 var.qcow2
-    const match = /^block (\d+): (\S)\S{9} \d+\/\d+ +(\d+) \S+ \S+ (.*)$/.exec(lines[i]!);
+    const match = /^block (\d+): (\S{10}) \d+\/\d+ +(\d+) \S+ \S+ (.*)$/.exec(lines[i]!);
     if (!match) return bad(`entry ${i + 1} is not a plain file (${JSON.stringify(lines[i]!.slice(0, 120))})`);
-    const [, block, type, size, name] = match;
-    if (type !== '-') bad(`${name} is not a regular file`);
+    const [, block, mode, size, name] = match;
+    if (!mode!.startsWith('-')) bad(`${name} is not a regular file`);
+    // ivm packs every member 0600; root's tar would give the restored disk (it will hold the host
+    // key) whatever mode the archive says, so any other is refused.
+    if (mode !== '-rw-------') bad(`${name} has mode ${mode}, not -rw------- (0600)`);
     if (name !== want) bad(`entry ${i + 1} is ${JSON.stringify(name)}, not ${want}`);
     const bytes = Number(size);
     if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % BLOCK !== 0) bad(`${want} is ${size} bytes, not whole blocks`);
@@ -175,6 +178,8 @@ export function parseManifest(file: string, text: string, imageBytes: number): B
   if (typeof m.machine !== 'string' || !MACHINE_NAME.test(m.machine)) bad('names no valid machine');
   if (typeof m.machineId !== 'string' || !/^[0-9a-f]{32}$/.test(m.machineId)) bad('has no valid machine-id');
   if (m.base !== null && (typeof m.base !== 'string' || !path.isAbsolute(m.base))) bad('has a base that is not an absolute path');
+  // It is printed: no control character (C0, DEL, C1) may reach the terminal.
+  if (typeof m.base === 'string' && /[\x00-\x1f\x7f-\x9f]/.test(m.base)) bad('has a base path holding control characters');
   if (typeof m.varVirtualSize !== 'number' || !Number.isSafeInteger(m.varVirtualSize) || m.varVirtualSize <= 0) bad('has no /var size');
   const image = (m.image ?? {}) as Record<string, unknown>;
   if (image.file !== IMAGE || typeof image.sha256 !== 'string' || !SHA256.test(image.sha256) || image.bytes !== imageBytes) bad('does not describe its image');

@@ -208,7 +208,8 @@ export function unpackFolder(paths: VmPaths): string {
 
 /** tar -x of the image member only, into `dir`, root's (the member's mode, 0600, from its creation on). */
 export function unpackCommand(file: string, dir: string): Command {
-  return { tool: 'tar', args: ['-x', '-f', file, '-C', dir, '--no-same-owner', '--', IMAGE], mutates: true, expectedStderr: NO_STDERR };
+  // --touch: a backup made on a host whose clock is ahead must not make tar warn (a warning fails the unpack).
+  return { tool: 'tar', args: ['-x', '--touch', '-f', file, '-C', dir, '--no-same-owner', '--', IMAGE], mutates: true, expectedStderr: NO_STDERR };
 }
 
 /**

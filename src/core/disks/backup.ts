@@ -33,7 +33,7 @@ import { validateMachineName } from '../machine/names.ts';
 import { executePlan, type Step } from '../plan.ts';
 import { kindOf, UnsafeFileError } from '../safe-files.ts';
 import { isRunning, ownDomainState } from '../vm/running.ts';
-import { isSourceFileName, machineSourceOf, newVmFrom, prepareNewName, whileStopped, type MachineSource } from '../vm/clone.ts';
+import { isSourceFileName, machineSourceOf, newVmFrom, prepareNewName, whileStopped, type MachineSource, modeOf } from '../vm/clone.ts';
 import { resyncVarDisk } from '../vm/upgrade.ts';
 import { backingOf } from './boot-overlay.ts';
 import { vmPaths, type VmPaths } from './vm-paths.ts';
@@ -72,11 +72,13 @@ interface BackupFolder {
  * writable by the tools (asked of the host with test -w: as root, a read-only or immutable folder).
  */
 async function backupFolder(ctx: Context, dir: string): Promise<BackupFolder> {
-  if (dir === ctx.settings.baseDir || isInside(ctx.settings.baseDir, dir)) {
+  // Compared on the canonical paths too: a folder reached through a link may be the base folder itself.
+  const same = (a: string, b: string) => a === b || (fs.existsSync(a) && fs.existsSync(b) && fs.realpathSync(a) === fs.realpathSync(b));
+  if (same(dir, ctx.settings.baseDir) || isInside(ctx.settings.baseDir, dir)) {
     throw new BadInputError(`${dir} is inside IVM_BASE_DIR (${ctx.settings.baseDir}): backups hold host private keys and never go where QEMU may read everything`, 'give another folder with --to');
   }
   // The flake copies what git tracks in machines/ into the world-readable Nix store.
-  if (dir === ctx.project.machinesDir || isInside(ctx.project.machinesDir, dir)) {
+  if (same(dir, ctx.project.machinesDir) || isInside(ctx.project.machinesDir, dir)) {
     throw new BadInputError(`${dir} is inside ${ctx.project.machinesDir}: a backup holds the host private key, and never goes where the flake reads`, 'give another folder with --to');
   }
   const made: string[] = [];
@@ -145,7 +147,7 @@ interface BackupJob {
   base: string | null;
 }
 
-const tee = (file: string, input: string): Command => ({ tool: 'tee', args: ['--', file], input, mutates: true });
+const tee = (file: string, input: string): Command => ({ tool: 'tee', args: ['--', file], input, secretInput: true, mutates: true });
 
 async function backupStopped(ctx: Context, job: BackupJob): Promise<string | undefined> {
   const { runner } = ctx;
@@ -398,7 +400,9 @@ async function restoreOnto(ctx: Context, name: string, file: string, build: bool
     ...(hadDisk
       ? [
           // The old disk keeps a second name (the same file: nothing is copied) before its name moves on.
-          { kind: 'run' as const, title: `keep the disk it replaces as ${path.basename(kept)}`, command: { tool: 'ln' as const, args: ['-T', paths.var, kept], mutates: true }, undo: removeCommand(kept) },
+          // No undo: if the move back below failed, removing this name could remove the old disk's only one;
+          // a second name left over is harmless (the next restore clears it).
+          { kind: 'run' as const, title: `keep the disk it replaces as ${path.basename(kept)}`, command: { tool: 'ln' as const, args: ['-T', paths.var, kept], mutates: true } },
           { kind: 'run' as const, title: 'put the restored disk in its place', command: move(image, paths.var), undo: move(kept, paths.var) },
         ]
       : [{ kind: 'run' as const, title: 'give it its name, never replacing a file', command: { tool: 'ln' as const, args: ['-T', image, paths.var], mutates: true }, undo: removeCommand(paths.var) }]),
@@ -502,8 +506,8 @@ async function restoreAs(ctx: Context, name: string, file: string, target: strin
 function sourceOfBackup(backup: BackupFile): MachineSource {
   const files = backup.manifest.files
     .filter((f) => isSourceFileName(f.name))
-    // No other bits than a file of machines/ has: 0644, or 0600 for a secret.
-    .map((f) => ({ name: f.name, mode: Number.parseInt(f.mode, 8) & 0o644, content: Buffer.from(f.base64, 'base64') }));
+    // The mode a file of machines/ has (0644, or 0600 for a secret), never the one the manifest says.
+    .map((f) => ({ name: f.name, mode: modeOf(f.name), content: Buffer.from(f.base64, 'base64') }));
   for (const needed of ['meta.nix', 'default.nix']) {
     if (!files.some((f) => f.name === needed)) throw new CorruptBackupError(backup.file, `its manifest carries no ${needed}`);
   }

@@ -88,7 +88,7 @@ export interface MachineSource {
   files: SourceFile[];
 }
 
-const modeOf = (name: string): number => (IDENTITY_FILES.find((f) => f.name === name)?.secret ? 0o600 : 0o644);
+export const modeOf = (name: string): number => (IDENTITY_FILES.find((f) => f.name === name)?.secret ? 0o600 : 0o644);
 
 /** machines/SRC's files that a new machine takes (read now, each a regular file or refused). */
 export function machineSourceOf(ctx: Context, name: string): MachineSource {
@@ -126,7 +126,12 @@ interface UnfinishedRecord {
   since: string;
   /** The files of machines/NEW this run writes (only these are removed again). */
   files: string[];
+  /** NEW's machine-id once this run made it: a machines/NEW with another one is not this run's. */
+  machineId?: string;
 }
+
+/** A file name of machines/NEW as the record may name it: one plain name, never a path. */
+const RECORD_FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 
 const unfinishedFile = (ctx: Context, name: string) => path.join(ctx.project.stateDir, 'unfinished', `${name}.json`);
 
@@ -135,7 +140,10 @@ function readUnfinished(ctx: Context, name: string): UnfinishedRecord | undefine
   if (!regularFileExists(file)) return undefined;
   try {
     const value = JSON.parse(readRegularText(file)) as Partial<UnfinishedRecord>;
-    if (typeof value.verb === 'string' && typeof value.from === 'string' && Array.isArray(value.files)) return value as UnfinishedRecord;
+    const files = value.files;
+    const plain = Array.isArray(files) && files.every((f) => typeof f === 'string' && RECORD_FILE_NAME.test(f));
+    const id = value.machineId === undefined || (typeof value.machineId === 'string' && /^[0-9a-f]{32}$/.test(value.machineId));
+    if (typeof value.verb === 'string' && typeof value.from === 'string' && plain && id) return value as UnfinishedRecord;
   } catch {
     /* not ivm's record */
   }
@@ -153,9 +161,10 @@ function filesOfNew(source: MachineSource): string[] {
  * machines/NEW files and the record), and only that: a domain that is not the machine's, or one that
  * runs, is refused, as are files in machines/NEW the run did not write (the folder then stays).
  */
-async function removeUnfinished(ctx: Context, name: string, record: UnfinishedRecord): Promise<string[]> {
+async function removeUnfinished(ctx: Context, name: string, record: UnfinishedRecord, options: { stale: boolean }): Promise<string[]> {
   const dir = path.join(ctx.project.machinesDir, name);
   const paths = vmPaths(ctx.settings, ctx.project, name);
+  if (options.stale) refuseLived(ctx, name, record, dir, await existingHostFiles(ctx.runner, [paths.nvram, paths.serialLog]));
   const steps: Step[] = [];
   const domain = await domainInfo(ctx.runner, name);
   if (domain !== undefined) {
@@ -193,6 +202,21 @@ async function removeUnfinished(ctx: Context, name: string, record: UnfinishedRe
   }
   removeFile(unfinishedFile(ctx, name));
   return removed;
+}
+
+/**
+ * A record left by a killed run is trusted only while NEW is what that run left: a machines/NEW
+ * whose machine-id the run did not make (or made before the record said so), or a VM that has been
+ * started since (libvirt made its NVRAM, or its serial log exists: a clone never starts NEW before
+ * it is done), is somebody's machine now, and nothing of it is removed.
+ */
+function refuseLived(ctx: Context, name: string, record: UnfinishedRecord, dir: string, lived: string[]): void {
+  const file = unfinishedFile(ctx, name);
+  const hint = `if ${name} is a machine you keep, remove the stale record ${file}; otherwise remove what is left of ${name} yourself`;
+  if (folderExists(dir) && hasMachineId(dir) && machineIdFrom(dir) !== record.machineId) {
+    throw new RefusedError(`machines/${name}/machine-id is not the one the unfinished ${record.verb} of ${name} made: nothing of ${name} was removed`, hint);
+  }
+  if (lived.length > 0) throw new RefusedError(`${name} has been started since its ${record.verb} was cut short (${lived.join(', ')} exist): nothing of ${name} was removed`, hint);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -238,7 +262,7 @@ async function stagePublicFiles(ctx: Context, name: string, warn: (line: string)
  * (rewritten as `ivm new` writes one, and evaluated back); makes NEW's identity and stages the public
  * files. The caller removes it all on failure.
  */
-async function writeMachine(ctx: Context, name: string, source: MachineSource, warn: (line: string) => void): Promise<void> {
+async function writeMachine(ctx: Context, name: string, source: MachineSource, warn: (line: string) => void, onIdentity: () => void = () => undefined): Promise<void> {
   const { ADDRESS_KEYS, checkWrittenMeta, renderMeta } = await import('../machine/new-machine.ts');
   const dir = path.join(ctx.project.machinesDir, name);
   for (const file of source.files) createFileExclusive(path.join(dir, file.name), file.content, file.mode);
@@ -254,6 +278,7 @@ async function writeMachine(ctx: Context, name: string, source: MachineSource, w
     warn(`note: ${metaFile} is ${source.from}'s without ${dropped.join(', ')} (an address is one machine's; set one there and run ivm net reserve ${name} or ivm upgrade ${name})`);
   }
   ensureIdentity(ctx, dir, name);
+  onIdentity();
   await stagePublicFiles(ctx, name, warn);
 }
 
@@ -283,7 +308,7 @@ export async function prepareNewName(ctx: Context, name: string, verb: string): 
   if (record) {
     ctx.say(`${name} is an unfinished ${record.verb} of ${record.from} (started ${record.since}, pid ${record.pid}): ${ctx.runner.dryRun ? 'a run would remove' : 'removing'} what it left first`);
     if (ctx.runner.dryRun) return;
-    const removed = await removeUnfinished(ctx, name, record);
+    const removed = await removeUnfinished(ctx, name, record, { stale: true });
     if (removed.length > 0) ctx.say(`removed ${removed.join(', ')}`);
   }
   const dir = path.join(ctx.project.machinesDir, name);
@@ -346,7 +371,11 @@ export async function newVmFrom(ctx: Context, spec: NewVmSpec): Promise<void> {
     throw error;
   }
   try {
-    await writeMachine(ctx, name, spec.source, spec.warn);
+    // Once NEW's identity is made the record names its machine-id: a later run removes only a NEW that has it.
+    await writeMachine(ctx, name, spec.source, spec.warn, () => {
+      record.machineId = machineIdFrom(dir);
+      writeFileAtomic(unfinishedFile(ctx, name), `${JSON.stringify(record)}\n`);
+    });
     const base = await spec.base();
     requireBaseInBaseDir(ctx.settings, base);
     await executePlan(ctx.runner, { title: `${verb} ${name}: its /var disk`, steps }, ctx.say);
@@ -361,7 +390,7 @@ export async function newVmFrom(ctx: Context, spec: NewVmSpec): Promise<void> {
 async function rolledBack(ctx: Context, name: string, record: UnfinishedRecord, failure: unknown): Promise<unknown> {
   const error = failure instanceof IvmError ? failure : undefined;
   try {
-    const removed = await removeUnfinished(ctx, name, record);
+    const removed = await removeUnfinished(ctx, name, record, { stale: false });
     const note = `nothing of ${name} is left${removed.length > 0 ? ` (removed ${removed.join(', ')})` : ''}`;
     return error ? new IvmError(`${error.message}\n${note}`, { exitCode: error.exitCode, hint: error.hint }) : failure;
   } catch (cleanup) {
