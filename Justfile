@@ -18,6 +18,8 @@ export QEMU_IMG := env("QEMU_IMG", trim(HOST_CMD + " " + SUDO + " qemu-img"))
 export GUESTFISH := env("GUESTFISH", trim(HOST_CMD + " " + SUDO + " guestfish"))
 export CP := env("CP", trim(HOST_CMD + " " + SUDO + " cp"))
 export READLINK := env("READLINK", trim(HOST_CMD + " readlink"))
+export SSH := env("SSH", trim(HOST_CMD + " ssh"))
+export APPARMOR_PARSER := env("APPARMOR_PARSER", trim(HOST_CMD + " " + SUDO + " apparmor_parser"))
 export LIBGUESTFS_BACKEND := env("LIBGUESTFS_BACKEND", "direct")
 # Empty: libvirt picks UEFI firmware without Secure Boot. Set both to name the files yourself.
 export OVMF_CODE := env("OVMF_CODE", "")
@@ -36,7 +38,7 @@ default:
     @"$JUST" --justfile {{ quote(justfile()) }} --evaluate | grep -v '^ivm '
 
 # Build a machine's base image and install it once into IVM_BASE_DIR
-build name="default":
+build name="default" *flags:
     {{ ivm }} build "$@"
 
 # Write libvirt/<name>.xml for the given machines (default: all)
@@ -44,7 +46,7 @@ build-libvirt-xml *names:
     {{ ivm }} xml --write "$@"
 
 # Create a machine's missing identity files (never overwrites)
-identity name:
+identity name *flags:
     {{ ivm }} identity "$@"
 
 # Write a new machine: meta.nix, default.nix, identity, git add (flags: --profile a,b --memory --var-size --bridge --ip --from ...)
@@ -60,11 +62,11 @@ create-vm name *flags:
     {{ ivm }} create "$@"
 
 # (Re)define a VM's domain from freshly rendered XML
-define-vm name:
+define-vm name *flags:
     {{ ivm }} define "$@"
 
 # Start a VM
-start-vm name:
+start-vm name *flags:
     {{ ivm }} start "$@"
 
 # Shut a VM down (flags: --force, --timeout SECONDS)
@@ -76,7 +78,7 @@ reboot-vm name *flags:
     {{ ivm }} reboot "$@"
 
 # Attach to a VM's serial console
-console name:
+console name *flags:
     {{ ivm }} console "$@"
 
 # Undefine a VM and remove its boot overlay; keeps /var unless --delete-var
@@ -108,7 +110,7 @@ snapshot-restore name snap *flags:
     {{ ivm }} snapshot restore "$@"
 
 # Delete one snapshot of a VM's /var disk
-snapshot-delete name snap:
+snapshot-delete name snap *flags:
     {{ ivm }} snapshot delete "$@"
 
 # Back up a stopped VM's /var disk into one 0600 file (flags: --to DIR, --stop, --timeout SECONDS)
@@ -200,5 +202,5 @@ export-vm name *args:
     {{ ivm }} export "$@"
 
 # Print the shell completion script: just completion bash|zsh|fish (README.md, "Shell completion")
-completion shell:
+completion shell *flags:
     {{ ivm }} completion "$@"

@@ -11,6 +11,7 @@ import { networkXml, parseNetworkXml } from '../src/core/network/net.ts';
 import { classifyProbe, sshArgs, sshOptionPath } from '../src/core/network/ssh.ts';
 import { BadInputError, IvmError } from '../src/errors.ts';
 import { parseImageJson } from '../src/host/qemu-img.ts';
+import { parseDomainList } from '../src/host/virsh.ts';
 import { readSettings, sessionDirs } from '../src/host/settings.ts';
 
 describe('CIDR', () => {
@@ -146,6 +147,18 @@ describe('network XML', () => {
     );
     expect(info.net?.text).toBe('10.9.8.0/24');
     expect(info.hosts).toEqual([{ mac: '52:54:00:aa:bb:cc', name: 'web', ip: '10.9.8.10' }]);
+  });
+});
+
+describe('virsh list --all', () => {
+  it('reads a name with blanks (a foreign domain) as one name, its state from the end of the line', () => {
+    // As libvirt 9 prints it (vshTable), columns padded to the widest cell.
+    const text = [' Id   Name           State', '-------------------------------', ' 3    web            running', ' -    my vm          shut off', ' -    odd shut off   in shutdown', ''].join('\n');
+    expect([...parseDomainList(text)]).toEqual([
+      ['web', 'running'],
+      ['my vm', 'shut off'],
+      ['odd shut off', 'in shutdown'],
+    ]);
   });
 });
 

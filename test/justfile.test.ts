@@ -33,18 +33,31 @@ describe('Justfile', () => {
     const everyDay = [
       'upgrade-vm name *flags', 'rollback-vm name *flags', 'recreate-vm name *flags', 'status name *flags', 'gc *flags',
       'ip name *flags', 'wait name *flags', 'ssh name *command', 'ssh-admin name *command', 'doctor *flags', 'host-setup *flags',
-      'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell', 'new-vm name *flags', 'profiles *flags',
+      'net-create name *flags', 'net-list *flags', 'net-destroy name *flags', 'net-reserve machine *flags', 'completion shell *flags', 'new-vm name *flags', 'profiles *flags',
       'grow-vm name *flags', 'reboot-vm name *flags',
-      'snapshot name *args', 'snapshots name *flags', 'snapshot-restore name snap *flags', 'snapshot-delete name snap',
+      'snapshot name *args', 'snapshots name *flags', 'snapshot-restore name snap *flags', 'snapshot-delete name snap *flags',
       'export-vm name *args',
       'backup name *flags', 'backups name *flags', 'backup-restore name file *flags', 'clone-vm src new *flags',
       'plan *args', 'apply *args',
     ];
     for (const recipe of everyDay) expect(result.stdout).toMatch(new RegExp(`^ +${recipe.replace(/\*/g, '\\*')} +# `, 'm'));
-    for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {
+    for (const variable of ['HOST_CMD', 'SUDO', 'JUST', 'NIX', 'VIRSH', 'QEMU_IMG', 'GUESTFISH', 'CP', 'READLINK', 'SSH', 'APPARMOR_PARSER', 'LIBGUESTFS_BACKEND', 'LIBVIRT_URI', 'OVMF_CODE', 'OVMF_VARS']) {
       expect(result.stdout).toMatch(new RegExp(`^${variable} +:= `, 'm'));
     }
     expect(result.stdout).toMatch(/^LIBVIRT_URI +:= "qemu:\/\/\/system"$/m);
+  });
+
+  it('every recipe that runs ivm passes extra flags through (its last parameter takes any number of words)', async () => {
+    // README: "Extra flags go through". A recipe ending in a plain parameter would make
+    // `just start-vm web --dry-run` look for a recipe named --dry-run.
+    const dump = await runJust(['--dump', '--dump-format', 'json']);
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const recipes = (JSON.parse(dump.stdout) as { recipes: Record<string, { parameters: { kind: string }[] }> }).recipes;
+    const fixed = Object.entries(recipes).filter(([name, r]) => name !== 'default' && r.parameters.at(-1)?.kind !== 'star').map(([name]) => name);
+    expect(fixed).toEqual([]);
+    expect(Object.keys(recipes).length).toBeGreaterThan(40);
+    const started = await runJust(['start-vm', 'web', '--dry-run'], { SUDO: '' });
+    expect(started.stderr).not.toMatch(/does not contain recipe/);
   });
 
   it('create-vm web plans the whole creation on a fresh checkout, touching nothing', async () => {
@@ -88,7 +101,8 @@ describe('Justfile', () => {
     expect(result.stdout).toMatch(/^web +\S/m);
     const verbose = await runJust(['create-vm', 'web', '--dry-run', '--verbose'], { HOST_CMD: 'env', SUDO: '', NIX: '', VIRSH: '' });
     expect(verbose.stderr).toMatch(/^\+ env nix eval /m);
-    expect(verbose.stderr).toMatch(/^\+ env virsh -c qemu:\/\/\/system list --all$/m);
+    // virsh's words are parsed: through a HOST_CMD it runs in the C locale (env LC_ALL=C).
+    expect(verbose.stderr).toMatch(/^\+ env env LC_ALL=C virsh -c qemu:\/\/\/system list --all$/m);
   });
 
   it('with SUDO=sudo, the commands on root\'s files get sudo, and the /var filesystem is built as the user', async () => {

@@ -153,7 +153,7 @@ describe('progress on long work (real CLI; stand-in nix build)', () => {
     child.stdin?.end();
     expect(result.exitCode, seen).toBe(0);
     // Ended: the live line replaced by the step's final line and its time, then a newline.
-    expect(seen).toMatch(new RegExp(`\\r\\x1b\\[K${title} \\(\\d+\\.\\ds\\)\\r?\\n`));
+    expect(seen).toMatch(new RegExp(`\\r\\x1b\\[K${title} \\((?:\\d+\\.\\d|\\d+|\\d+m\\d\\d)s\\)\\r?\\n`));
     expect(seen).toContain(`${base}`);
     expect(seen).not.toMatch(/internal error/);
   });

@@ -27,7 +27,7 @@ function runner(env: NodeJS.ProcessEnv, options: { dryRun?: boolean; uid?: numbe
 describe('runner argv', () => {
   it('prefixes HOST_CMD to every default command and SUDO to those that need root', () => {
     const { r } = runner({ HOST_CMD: 'host-spawn', SUDO: 'sudo -n' });
-    expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['host-spawn', 'sudo', '-n', 'virsh', 'list']);
+    expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['host-spawn', 'sudo', '-n', 'env', 'LC_ALL=C', 'virsh', 'list']);
     expect(r.argv({ tool: 'nix', args: ['eval'], mutates: false })).toEqual(['host-spawn', 'nix', 'eval']);
     expect(r.argv({ tool: 'readlink', args: ['-f', 'x'], mutates: false })).toEqual(['host-spawn', 'readlink', '-f', 'x']);
   });
@@ -60,6 +60,14 @@ describe('runner argv', () => {
     // The program first: no prefix to drop the environment, which reaches it through execa.
     expect(argv('guestfish --verbose')).toEqual(['guestfish', '--verbose', '-x']);
     expect(argv('my-wrapper --flag')).toEqual(['my-wrapper', '--flag', '-x']);
+  });
+
+  it('runs virsh in the C locale through HOST_CMD too (its states are parsed), but not an interactive console', () => {
+    const { r } = runner({ HOST_CMD: 'host-spawn', SUDO: 'sudo' });
+    expect(r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['host-spawn', 'sudo', 'env', 'LC_ALL=C', 'virsh', 'list']);
+    expect(r.argv({ tool: 'virsh', args: ['console', 'web'], mutates: false, interactive: true })).toEqual(['host-spawn', 'sudo', 'virsh', 'console', 'web']);
+    // sudo alone keeps LC_ALL (set for the process): the line stays as a user would type it.
+    expect(runner({ SUDO: 'sudo' }).r.argv({ tool: 'virsh', args: ['list'], mutates: false })).toEqual(['sudo', 'virsh', 'list']);
   });
 
   it('uses an override verbatim, words and all', () => {

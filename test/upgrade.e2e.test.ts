@@ -215,7 +215,8 @@ describe('upgrade, rollback, gc, recreate, status (real tools)', () => {
     const log = await bootAndRead();
     expect(log.variant).toBe('b');
     expect(log.files.tcp_ports?.content).toMatch(/^80\d\d\n$/);
-  });
+    // About 10 runs with a guestfish launch each: 140-200 s here, more on a loaded machine.
+  }, 1_800_000);
 
   it('an interrupted switch is finished by the next run: the rollback target is the base it left', async () => {
     expect(await backing(bootPrev)).toBe(baseA);

@@ -4,7 +4,7 @@ import type { ContextFactory } from '../cli.ts';
 export function registerGc(program: Command, context: ContextFactory): void {
   program
     .command('gc')
-    .description('delete base images that no disk in IVM_VM_DIR uses (as current or rollback base) and no machine last built')
+    .description('delete base images that no disk in IVM_VM_DIR or of any libvirt domain uses (as current or rollback base) and no machine last built')
     .action(async () => {
       const { collectGarbage } = await import('../core/base/gc.ts');
       const ctx = context();

@@ -107,8 +107,10 @@ export class Runner {
     }
     const prefix = [...this.settings.hostCmd, ...(spec.root ? this.settings.sudo : [])];
     // sudo and host-spawn do not pass the environment on: name the guestfish variables on the command line.
-    // tar's listing is parsed ("block N:"), so it runs in the C locale, through sudo as well.
-    const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : command.tool === 'tar' && prefix.length > 0 ? ['env', 'LC_ALL=C'] : [];
+    // tar's listing is parsed ("block N:"), so it runs in the C locale, through sudo as well. So are
+    // virsh's words (states, dominfo fields): sudo keeps LC_ALL, a HOST_CMD may not.
+    const cLocale = (command.tool === 'tar' && prefix.length > 0) || (command.tool === 'virsh' && !command.interactive && this.settings.hostCmd.length > 0);
+    const env = command.tool === 'guestfish' && prefix.length > 0 ? this.guestfsEnvWords() : cLocale ? ['env', 'LC_ALL=C'] : [];
     return [...prefix, ...env, spec.program, ...command.args];
   }
 

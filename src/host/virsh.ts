@@ -12,10 +12,14 @@ export async function listDomains(runner: Runner): Promise<Map<string, string>> 
   return parseDomainList(result.stdout);
 }
 
+// libvirt's states as virsh prints them in the C locale (the runner sees to that).
+const STATES = /^\s*(\S+)\s+(.+?)\s+(running|idle|paused|in shutdown|shut off|crashed|pmsuspended|no state)\s*$/;
+
 export function parseDomainList(text: string): Map<string, string> {
   const domains = new Map<string, string>();
   for (const line of text.split('\n').slice(2)) {
-    const match = /^\s*(\S+)\s+(\S+)\s+(\S.*?)\s*$/.exec(line);
+    // The state is read from the end of the line, so that a (foreign) domain named with blanks is one name.
+    const match = STATES.exec(line) ?? /^\s*(\S+)\s+(\S+)\s+(\S.*?)\s*$/.exec(line);
     if (match) domains.set(match[2]!, match[3]!);
   }
   return domains;
@@ -35,6 +39,11 @@ async function domainQuery(runner: Runner, args: string[]): Promise<string | und
     throw runner.failure(command, result.exitCode, result.stderr);
   }
   return result.stdout;
+}
+
+/** A domain's XML (`virsh dumpxml`, `--inactive` for the one it boots with next), or undefined when it is gone. */
+export function domainXml(runner: Runner, name: string, inactive: boolean): Promise<string | undefined> {
+  return domainQuery(runner, ['dumpxml', ...(inactive ? ['--inactive'] : []), '--domain', name]);
 }
 
 export interface DomainInfo {

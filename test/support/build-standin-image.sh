@@ -20,7 +20,7 @@
 # Debian's resize2fs, online, as systemd-growfs does for NixOS (autoResize, see
 # modules/filesystem.nix), and reports its size (IVM-VARFS). A guest whose
 # hostname ends in "-hold" stays up after its report until the ACPI power
-# button is pressed (virsh shutdown, virsh reboot) or 120 s pass.
+# button is pressed (virsh shutdown, virsh reboot) or 240 s pass.
 #
 # Everything comes from Debian packages (busybox-static, systemd-boot-efi,
 # linux-image-amd64, gdisk, dosfstools, mtools, cpio, openssh-server, e2fsprogs); no root-only devices,
@@ -348,14 +348,21 @@ case "$(cat /var/identity/hostname 2>/dev/null)" in
       chmod 0755 /
       chmod 1777 /tmp
       /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config 2>&1 | sed 's/^/sshd: /' &
+      # -s, not -e: the login's shell makes the file before the command writing into it runs.
       i=0
-      while [ ! -e /tmp/ivm-ssh-done ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.2; done
-      if [ -e /tmp/ivm-ssh-done ]; then echo "IVM-SSH done by=$(cat /tmp/ivm-ssh-done)"; else echo "IVM-SSH error no login within 120 s"; fi
+      while [ ! -s /tmp/ivm-ssh-done ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.2; done
+      if [ -s /tmp/ivm-ssh-done ]; then
+        echo "IVM-SSH done by=$(cat /tmp/ivm-ssh-done)"
+        # Time for sshd to send the session's exit status before the guest powers off.
+        sleep 2
+      else
+        echo "IVM-SSH error no login within 120 s"
+      fi
     fi ;;
 esac
 
 # A guest named *-hold stays up until the ACPI power button is pressed (virsh
-# shutdown; virsh reboot, after which libvirt starts it again) or 120 s pass,
+# shutdown; virsh reboot, after which libvirt starts it again) or 240 s pass,
 # so that a test can act on a running guest (ivm reboot, ivm stop).
 case "$(cat /var/identity/hostname 2>/dev/null)" in
   *-hold)
@@ -365,10 +372,17 @@ case "$(cat /var/identity/hostname 2>/dev/null)" in
     done
     if [ -n "$ev" ] && [ -c "$ev" ]; then
       rm -f /tmp/power-button
-      # One input event (24 bytes) is a press: read it before saying we wait, so none is missed.
-      timeout 120 dd if="$ev" of=/tmp/power-button bs=24 count=1 2>/dev/null &
+      # One input event (24 bytes) is a press: the device is open before saying we wait, so
+      # none is missed (on a starved vCPU, starting timeout and dd can take a while).
+      timeout 240 dd if="$ev" of=/tmp/power-button bs=24 count=1 2>/dev/null &
       reader=$!
-      sleep 0.2
+      i=0
+      while [ $i -lt 100 ]; do
+        open=no
+        for fd in /proc/[0-9]*/fd/*; do [ "$(readlink "$fd" 2>/dev/null)" = "$ev" ] && { open=yes; break; }; done
+        [ $open = yes ] && break
+        i=$((i + 1)); sleep 0.1
+      done
       echo "IVM-HOLD waiting boots=$count"
       wait $reader
       if [ -s /tmp/power-button ]; then echo "IVM-HOLD power-button"; else echo "IVM-HOLD timeout"; fi

@@ -60,8 +60,11 @@ export async function makeTestProject(prefix = 'ivm-e2e-'): Promise<TestProject>
         env: { ...env, ...extraEnv },
         reject: false,
         stdin: 'ignore',
+        // A run that outlives its test must not go on changing disks and domains under the next one.
+        timeout: 600_000,
+        forceKillAfterDelay: 10_000,
       });
-      return { exitCode: result.exitCode ?? -1, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
+      return { exitCode: result.exitCode ?? -1, signal: result.signal, stdout: result.stdout, stderr: result.timedOut ? `${result.stderr}\n(killed by the test after 600 s)` : result.stderr };
     },
     addMachine(name, meta, files = {}) {
       const dir = path.join(root, 'machines', name);

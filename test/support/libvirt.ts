@@ -254,7 +254,14 @@ export async function waitForState(domain: string, state: string, timeoutMs = 12
   const deadline = Date.now() + timeoutMs;
   let cur: string | null = null;
   for (;;) {
-    cur = await domainState(domain);
+    try {
+      cur = await domainState(domain);
+    } catch (error) {
+      // A slow or restarting daemon ("Cannot recv data"): asked again until the deadline.
+      if (Date.now() >= deadline) throw error;
+      await sleep(1_000);
+      continue;
+    }
     if (cur === state) return;
     if (Date.now() >= deadline) break;
     await sleep(250);

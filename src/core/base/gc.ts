@@ -7,7 +7,7 @@ import path from 'node:path';
 import { RefusedError } from '../../errors.ts';
 import { removeCommand } from '../../host/files.ts';
 import { backingChain } from '../../host/qemu-img.ts';
-import { listDomains, virshCommand } from '../../host/virsh.ts';
+import { domainXml, listDomains } from '../../host/virsh.ts';
 import { canonical } from './base-dir.ts';
 import { BASE_IMAGE_NAME, readBuildRecord } from './base-image.ts';
 import type { Context } from '../context.ts';
@@ -113,10 +113,10 @@ async function collectLocked(ctx: Context): Promise<GcResult> {
 async function domainDisks(ctx: Context): Promise<string[]> {
   const disks: string[] = [];
   for (const [domain, state] of await listDomains(ctx.runner)) {
-    const views = state === 'shut off' ? [[]] : [[], ['--inactive']];
-    for (const flags of views) {
-      const result = await ctx.runner.run(virshCommand(ctx.runner, ['dumpxml', ...flags, '--domain', domain], false));
-      disks.push(...fileDisksOfDomainXml(result.stdout));
+    for (const inactive of state === 'shut off' ? [false] : [false, true]) {
+      // Undefined since the list was read: it holds no disk any more.
+      const xml = await domainXml(ctx.runner, domain, inactive);
+      if (xml !== undefined) disks.push(...fileDisksOfDomainXml(xml));
     }
   }
   return disks;

@@ -259,7 +259,11 @@ stop:
 	run $(V) shutdown $(NAME)
 	waited=0
 	while :; do
-	  now=$$(LC_ALL=C $(V) domstate $(NAME) 2>/dev/null) || now='shut off'
+	  # Gone (undefined meanwhile) counts as off; any other virsh failure is not taken for one.
+	  now=$$(LC_ALL=C $(V) domstate $(NAME) 2>&1) || case $$now in
+	    *'failed to get domain'*|*'Domain not found'*) now='shut off' ;;
+	    *) printf '%s\n' "$$now" >&2; fail 'virsh failed while waiting for the shutdown (above); the VM may still be running' 'make status' ;;
+	  esac
 	  [ "$$now" != 'shut off' ] || break
 	  [ $$waited -lt $$timeout ] || fail "it did not shut down within $$timeout s (it was asked to, and may still power off later)" 'wait longer (make stop TIMEOUT=300), or power it off: make stop FORCE=1'
 	  sleep 1; waited=$$((waited + 1))

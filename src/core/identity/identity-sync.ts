@@ -125,6 +125,10 @@ async function readFolder(session: Session, dir: string, prefix: string, files: 
     else unreadable.push(JSON.stringify(`${prefix}${raw.toString('latin1')}`));
   }
   if (names.length === 0) return;
+  // ls0 gives the folder's own (hashed) order, which differs from disk to disk: byte order, so that
+  // every list made from these (removed, unreadable, status) reads the same each time.
+  names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  unreadable.sort();
   const stats = (await session.send(names.map((name) => fishLine('lstatns', `${dir}/${name}`))))
     .split(/\n(?=st_dev:)/)
     .map(parseStat);

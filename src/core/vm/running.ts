@@ -81,7 +81,14 @@ export function savedError(name: string): RefusedError {
  * change (upgrade, rollback) nothing else has been done at that point.
  */
 export async function shutDown(ctx: Context, name: string, timeoutSeconds: number, hint: string, forChange = true): Promise<void> {
-  await ctx.runner.progress.step(`ask ${name} to shut down`, () => ctx.runner.run(virshCommand(ctx.runner, ['shutdown', name], true)));
+  await ctx.runner.progress.step(`ask ${name} to shut down`, async () => {
+    const command = virshCommand(ctx.runner, ['shutdown', name], true);
+    const result = await ctx.runner.run(command, { allowFailure: true });
+    if (result.exitCode === 0) return;
+    // It may have powered off by itself since its state was read ("domain is not running"): done, then.
+    if ((await domainState(ctx.runner, name)) === 'shut off') return;
+    throw ctx.runner.failure(command, result.exitCode, result.stderr);
+  });
   if (ctx.runner.dryRun) return;
   const shutOff = await ctx.runner.progress.step(`wait for ${name} to shut off (up to ${timeoutSeconds} s)`, () => waitForShutOff(ctx, name, timeoutSeconds));
   if (!shutOff) {
