@@ -15,8 +15,8 @@ export interface Command {
   args: string[];
   /** True when the command changes anything: under --dry-run it is printed, not run. */
   mutates: boolean;
-  /** Standard input. */
-  input?: string;
+  /** Standard input (bytes for binary data: a backup's tar headers). */
+  input?: string | Buffer;
   /** The input holds secrets (a backup's manifest carries the machine's files): --verbose and --dry-run never show it. */
   secretInput?: boolean;
   /** Inherit the terminal (virsh console). */
@@ -32,6 +32,8 @@ export interface Command {
    * are kept, for the error when it fails (Result.stderr holds those). Stdout is captured as always.
    */
   streamStderr?: boolean;
+  /** Each chunk of stdout as it comes, instead of collecting it (Result.stdout is then ''): a large read (a checksum of a root-only file). */
+  stdoutSink?: (chunk: Buffer) => void;
 }
 
 export interface Result {
@@ -122,7 +124,9 @@ export class Runner {
   describe(command: Command): string {
     const line = shellLine(this.argv(command));
     if (command.input === undefined) return line;
-    return withHereDoc(line, command.secretInput ? `(${Buffer.byteLength(command.input)} bytes, not shown: they hold secrets)\n` : command.input);
+    if (command.secretInput) return withHereDoc(line, `(${Buffer.byteLength(command.input)} bytes, not shown: they hold secrets)\n`);
+    if (Buffer.isBuffer(command.input)) return withHereDoc(line, `(${command.input.length} bytes of binary data)\n`);
+    return withHereDoc(line, command.input);
   }
 
   private mutations = 0;
@@ -154,6 +158,7 @@ export class Runner {
       ...(command.input !== undefined ? { input: command.input } : {}),
       ...(command.interactive ? { interactive: true } : {}),
       ...(streamed ? { onStderrLine: streamed.line } : {}),
+      ...(command.stdoutSink ? { onStdout: command.stdoutSink } : {}),
     });
     if (result.spawnError) throw this.translateSpawnError(command, file, result.spawnError);
     if (result.exitCode === undefined) throw this.translateSpawnError(command, file, killedError(result));

@@ -17,7 +17,9 @@ export interface Finished {
 export interface RunOptions {
   /** Added to ivm's own environment. */
   env: Record<string, string>;
-  input?: string;
+  input?: string | Buffer;
+  /** Each chunk of stdout as it comes; then stdout is not collected (Finished.stdout is ''). */
+  onStdout?: (chunk: Buffer) => void;
   /** Inherit the terminal (stdin, stdout and stderr). */
   interactive?: boolean;
   /** Each line of stderr as it comes; then stderr is not collected (Finished.stderr is ''). */
@@ -40,7 +42,8 @@ export function runProcess(file: string, args: string[], options: RunOptions): P
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let spawnError: NodeJS.ErrnoException | undefined;
-    child.stdout?.on('data', (chunk: Buffer) => out.push(chunk));
+    const onStdout = options.onStdout;
+    child.stdout?.on('data', onStdout ? (chunk: Buffer) => onStdout(chunk) : (chunk: Buffer) => out.push(chunk));
     if (options.onStderrLine) {
       const emit = options.onStderrLine;
       let pending = '';

@@ -23,6 +23,7 @@ export type ToolName =
   | 'git'
   | 'tar'
   | 'sha256sum'
+  | 'dd'
   | 'truncate'
   | 'apparmor_parser';
 
@@ -84,6 +85,8 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   tar: { program: 'tar', root: true, packages: { debian: 'tar', fedora: 'tar', arch: 'tar' } },
   /** Checksums of backups and disks, read as root (the files are root's and 0600). */
   sha256sum: { program: 'sha256sum', root: true, packages: coreutils },
+  /** Reads a byte range of a root-only file (a backup's image, to checksum or copy it) and writes a backup's tar headers in place. */
+  dd: { program: 'dd', root: true, packages: coreutils },
   /** Pads a backup's image to whole 512-byte blocks and cuts tar's zero padding off a backup (every byte of it is then checked). */
   truncate: { program: 'truncate', root: true, packages: coreutils },
   apparmor_parser: {

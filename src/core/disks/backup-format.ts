@@ -71,9 +71,58 @@ export function padText(text: string): string {
   return text + '\n'.repeat((BLOCK - (bytes % BLOCK)) % BLOCK);
 }
 
-/** The manifest as it is stored: JSON, padded to whole blocks. */
-export function manifestText(manifest: BackupManifest): string {
-  return padText(`${JSON.stringify(manifest, null, 2)}\n`);
+/** The manifest as it is stored: JSON, padded with newlines to whole blocks, or to `bytes` when given (a whole number of blocks it fits in). */
+export function manifestText(manifest: BackupManifest, bytes?: number): string {
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  if (bytes === undefined) return padText(text);
+  const length = Buffer.byteLength(text);
+  if (bytes % BLOCK !== 0 || length > bytes) throw new Error(`internal: a manifest of ${length} bytes in ${bytes}`);
+  return text + '\n'.repeat(bytes - length);
+}
+
+/**
+ * The blocks the manifest gets before the image is made (its image's checksum and length are known
+ * only after): its length with the longest checksum and length it can name. The image is then
+ * written straight into the backup file, right after, and never copied.
+ */
+export function manifestBlocksFor(manifest: Omit<BackupManifest, 'image'> & { image: Omit<BackupManifest['image'], 'sha256' | 'bytes'> }): number {
+  const widest: BackupManifest = { ...manifest, image: { ...manifest.image, sha256: 'f'.repeat(64), bytes: Number.MAX_SAFE_INTEGER } };
+  return Buffer.byteLength(padText(`${JSON.stringify(widest, null, 2)}\n`));
+}
+
+/**
+ * The 512-byte header GNU tar writes (`--format=gnu --owner=0 --group=0 --numeric-owner
+ * --mode=0600`) for a regular file: name, mode 0600, owner 0/0, size (octal, or base-256 from
+ * 8 GiB on, as GNU tar writes it), time, and the header checksum. `tar -t` reads it back (checked).
+ */
+export function tarHeader(name: string, bytes: number, mtimeSeconds: number): Buffer {
+  if (Buffer.byteLength(name) > 99 || /[^\x21-\x7e]/.test(name)) throw new Error(`internal: tar member name ${JSON.stringify(name)}`);
+  const header = Buffer.alloc(BLOCK, 0);
+  const octal = (value: number, at: number, width: number) => header.write(`${value.toString(8).padStart(width - 1, '0')}\0`, at, width, 'ascii');
+  header.write(name, 0, 100, 'ascii');
+  octal(0o600, 100, 8);
+  octal(0, 108, 8);
+  octal(0, 116, 8);
+  if (bytes < 8 ** 11) octal(bytes, 124, 12);
+  else {
+    // GNU base-256: the top bit of the first byte set, then the size big-endian in the other 11.
+    header[124] = 0x80;
+    let rest = BigInt(bytes);
+    for (let i = 135; i > 124; i--) {
+      header[i] = Number(rest & 0xffn);
+      rest >>= 8n;
+    }
+  }
+  octal(mtimeSeconds, 136, 12);
+  header.write('0', 156, 1, 'ascii');
+  // GNU magic and version ("ustar  \0"); no owner names (--numeric-owner).
+  header.write('ustar  \0', 257, 8, 'ascii');
+  // The checksum: the sum of the header's bytes with its own field as blanks; six octal digits, NUL, blank.
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return header;
 }
 
 export function sumsText(manifestSha: string, imageSha: string): string {

@@ -4,8 +4,8 @@
 //
 // Checksums are taken in-process where ivm may read the file itself (no HOST_CMD, and the file is
 // readable: ivm runs as root, or in session mode): one read at the speed of OpenSSL's sha256. Where it
-// may not (a root-only file read through SUDO, or HOST_CMD), the member is unpacked into a private
-// folder and `sha256sum` reads it there.
+// may not (a root-only file read through SUDO, or HOST_CMD), `dd` reads the byte range as root and
+// ivm hashes what it prints as it comes.
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError, CommandFailedError, IvmError } from '../../errors.ts';
@@ -87,6 +87,38 @@ async function readRange(handle: fs.promises.FileHandle, offset: number, length:
   return buffer.subarray(0, bytesRead);
 }
 
+/** `length` bytes at `offset` of a file, on standard output (dd as root: a range of a root-only file). */
+export function rangeCommand(file: string, offset: number, length: number, output?: string): Command {
+  return {
+    tool: 'dd',
+    args: [`if=${file}`, ...(output ? [`of=${output}`, 'conv=notrunc'] : []), 'bs=4M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'],
+    mutates: output !== undefined,
+  };
+}
+
+/** sha256 of `length` bytes at `offset` of a file on the host: in-process where ivm may read it, else of what `dd` reads. Read-only. */
+export async function hostRangeSha256(runner: Runner, file: string, offset: number, length: number): Promise<string> {
+  const handle = await openInProcess(runner, file);
+  if (handle) {
+    try {
+      return await hashRange(handle, offset, length);
+    } finally {
+      await handle.close();
+    }
+  }
+  const hash = crypto.createHash('sha256');
+  let read = 0;
+  await runner.run({
+    ...rangeCommand(file, offset, length),
+    stdoutSink: (chunk) => {
+      read += chunk.length;
+      hash.update(chunk);
+    },
+  });
+  if (read !== length) throw new IvmError(`dd read ${read} bytes of ${file} at ${offset}, not ${length} (did the file change?)`);
+  return hash.digest('hex');
+}
+
 /** sha256 of a whole file on the host: in-process where ivm may read it, else `sha256sum`. Read-only. */
 export async function hostFileSha256(runner: Runner, file: string): Promise<string> {
   const handle = await openInProcess(runner, file);
@@ -106,11 +138,6 @@ export async function hostFileSha256(runner: Runner, file: string): Promise<stri
 /** GNU tar's listing with each header's block number: the layout is read from it (tar checks every header's checksum). */
 export function listCommand(file: string): Command {
   return { tool: 'tar', args: ['-t', '-v', '--block-number', '--numeric-owner', '-f', file], mutates: false, expectedStderr: NO_STDERR };
-}
-
-/** One member's bytes on stdout (the small ones only: the manifest and SHA256SUMS). */
-function memberToStdout(file: string, member: string): Command {
-  return { tool: 'tar', args: ['-x', '-O', '-f', file, '--', member], mutates: false, expectedStderr: NO_STDERR };
 }
 
 /** A backup whose structure, manifest and checksums were read and checked (its image: see verifyBackup, unpackImage). */
@@ -139,7 +166,7 @@ export async function readBackup(runner: Runner, file: string): Promise<BackupFi
   const handle = await openInProcess(runner, file);
   try {
     const small = async (member: Member): Promise<Buffer> =>
-      handle ? readRange(handle, dataOffset(member), member.bytes) : Buffer.from((await runner.run(memberToStdout(file, member.name))).stdout, 'utf8');
+      handle ? readRange(handle, dataOffset(member), member.bytes) : Buffer.from((await runner.run(rangeCommand(file, dataOffset(member), member.bytes))).stdout, 'utf8');
     const sums = parseSums(file, (await small(layout.sums)).toString('utf8'));
     const manifestBytes = await small(layout.manifest);
     if (manifestBytes.length !== layout.manifest.bytes || sha256(manifestBytes) !== sums.manifest) throw new CorruptBackupError(file, `its ${MANIFEST} does not match its checksum`);
@@ -153,46 +180,47 @@ export async function readBackup(runner: Runner, file: string): Promise<BackupFi
 
 /**
  * Checks every byte of a backup (readBackup, then the image's checksum, read in place) and returns
- * it. Read-only: it runs under --dry-run too (where ivm cannot read the file itself, the image is
- * unpacked into a private folder under `scratch` to be checksummed, and that folder removed).
+ * it. Read-only: it runs under --dry-run too.
  */
-export async function verifyBackup(runner: Runner, file: string, scratch: string): Promise<BackupFile> {
+export async function verifyBackup(runner: Runner, file: string): Promise<BackupFile> {
   const backup = await readBackup(runner, file);
-  const handle = await openInProcess(runner, file);
-  try {
-    const { image } = backup.layout;
-    const digest = await runner.progress.step(`checksum ${path.basename(file)} (sha256 of ${image.bytes} bytes)`, () =>
-      handle ? hashRange(handle, dataOffset(image), image.bytes) : unpackedSha256(runner, file, scratch),
-    );
-    if (digest !== backup.manifest.image.sha256) throw new CorruptBackupError(file, `its ${IMAGE} does not match its checksum`);
-    return backup;
-  } finally {
-    await handle?.close();
-  }
+  const { image } = backup.layout;
+  const digest = await runner.progress.step(`checksum ${path.basename(file)} (sha256 of ${image.bytes} bytes)`, () => hostRangeSha256(runner, file, dataOffset(image), image.bytes));
+  if (digest !== backup.manifest.image.sha256) throw new CorruptBackupError(file, `its ${IMAGE} does not match its checksum`);
+  return backup;
 }
 
 /**
- * Unpacks the image of a backup into the folder `dir` (which must exist, private: 0700) as
- * dir/var.qcow2, and checks it: its checksum (taken in-process from the backup file while tar
- * unpacks it, where ivm may read the file, else of the unpacked copy with sha256sum), then what qemu-img
- * says of it (checkImage). Returns the image; on any failure the caller removes `dir`.
+ * Copies the image of a backup into the folder `dir` (which must exist, private: 0700) as
+ * dir/var.qcow2, made 0600 before a byte is in it, and checks it: its length, its checksum (taken
+ * in-process from the backup file while dd copies the range, where ivm may read the file, else of
+ * the copy with sha256sum), then what qemu-img says of it (checkImage). Returns the image; on any
+ * failure the caller removes `dir`.
  */
 export async function unpackImage(runner: Runner, backup: BackupFile, dir: string): Promise<string> {
   const image = path.join(dir, IMAGE);
-  const unpack = unpackCommand(backup.file, dir);
+  const member = backup.layout.image;
+  const made: Command[] = [
+    // New (no -p, no existing file taken over), then private, then filled.
+    { tool: 'truncate', args: ['-s', '0', '--', image], mutates: true },
+    { tool: 'chmod', args: ['0600', image], mutates: true },
+  ];
+  for (const command of made) await runner.run(command);
+  const copy = rangeCommand(backup.file, dataOffset(member), member.bytes, image);
   const handle = runner.dryRun ? undefined : await openInProcess(runner, backup.file);
   try {
-    const digest = await runner.progress.step(`unpack the image and checksum it (sha256 of ${backup.layout.image.bytes} bytes)`, async () => {
+    const digest = await runner.progress.step(`copy the image out and checksum it (sha256 of ${member.bytes} bytes)`, async () => {
       if (!handle) {
-        await runner.run(unpack);
+        await runner.run(copy);
         return runner.dryRun ? backup.manifest.image.sha256 : hostFileSha256(runner, image);
       }
-      // Both at once: tar copies the member, ivm hashes the same bytes of the backup file (two cores).
-      const [unpacked, hashed] = await Promise.allSettled([runner.run(unpack), hashRange(handle, dataOffset(backup.layout.image), backup.layout.image.bytes)]);
-      if (unpacked.status === 'rejected') throw unpacked.reason;
+      // Both at once: dd copies the member, ivm hashes the same bytes of the backup file (two cores).
+      const [copied, hashed] = await Promise.allSettled([runner.run(copy), hashRange(handle, dataOffset(member), member.bytes)]);
+      if (copied.status === 'rejected') throw copied.reason;
       if (hashed.status === 'rejected') throw hashed.reason;
       return hashed.value;
     });
+    if (!runner.dryRun && (await hostFileBytes(runner, image)) !== member.bytes) throw new CorruptBackupError(backup.file, `its ${IMAGE} could not be read whole (was it cut short meanwhile?)`);
     if (digest !== backup.manifest.image.sha256) throw new CorruptBackupError(backup.file, `its ${IMAGE} does not match its checksum`);
   } finally {
     await handle?.close();
@@ -204,29 +232,6 @@ export async function unpackImage(runner: Runner, backup: BackupFile, dir: strin
 /** Where a restore unpacks the image for the VM with these paths: a private folder beside its /var disk, hidden. */
 export function unpackFolder(paths: VmPaths): string {
   return path.join(path.dirname(paths.var), `.${path.basename(paths.var)}.restore`);
-}
-
-/** tar -x of the image member only, into `dir`, root's (the member's mode, 0600, from its creation on). */
-export function unpackCommand(file: string, dir: string): Command {
-  // --touch: a backup made on a host whose clock is ahead must not make tar warn (a warning fails the unpack).
-  return { tool: 'tar', args: ['-x', '--touch', '-f', file, '-C', dir, '--no-same-owner', '--', IMAGE], mutates: true, expectedStderr: NO_STDERR };
-}
-
-/**
- * sha256 of the image member, unpacked into a private folder (0700, root's when SUDO applies) under
- * `scratch`: for a file ivm may not read itself. The folder is a scratch copy, not a change: made and
- * removed by queries (it runs under --dry-run too).
- */
-async function unpackedSha256(runner: Runner, file: string, scratch: string): Promise<string> {
-  const dir = path.join(scratch, `.ivm-verify-${crypto.randomBytes(6).toString('hex')}`);
-  await runner.run({ tool: 'mkdir', args: ['-m', '0700', '--', dir], mutates: false });
-  try {
-    await runner.run({ ...unpackCommand(file, dir), mutates: false });
-    const result = await runner.run({ tool: 'sha256sum', args: ['--', path.join(dir, IMAGE)], mutates: false });
-    return /^([0-9a-f]{64})\b/.exec(result.stdout)?.[1] ?? '';
-  } finally {
-    await runner.run({ ...removeTreeCommand(dir), mutates: false }).catch(() => undefined);
-  }
 }
 
 export function removeTreeCommand(dir: string): Command {

@@ -2,20 +2,22 @@
 // backup-format.ts), made from the stopped VM, checked byte for byte before anything is restored
 // from it.
 //
-// create: the disk is copied compressed (qemu-img convert -c; zstd where qemu has it) into a private
-// staging folder in the backup folder (.NAME-TIME.ivm-backup.partial, 0700), the manifest and the
-// checksums are written beside it, tar packs the three into a file made 0600 before anything is
-// written to it (the backup holds the host's private key, as the /var disk does), and only the
-// complete file is linked to its name (ln without -f: a file of that name is never replaced). A
-// failed run removes its staging folder; a killed one leaves it, and the next backup of the machine
-// into that folder removes it.
+// create: in a private staging folder in the backup folder (.NAME-TIME.ivm-backup.partial, 0700), the
+// backup file is made 0600 before anything is written to it (it holds the host's private key, as the
+// /var disk does). The disk is copied compressed (qemu-img convert -c; zstd where qemu has it)
+// straight into that file, where the image member's data begins (qemu-img writes through a window of
+// the file: the image is written once, never copied again); the tar headers, the manifest and the
+// checksums are then written around it, tar reads the whole archive back, and only the complete file
+// is linked to its name (ln without -f: a file of that name is never replaced). A failed run removes
+// its staging folder; a killed one leaves it, and the next backup of the machine into that folder
+// removes it.
 //
-// restore: nothing changes before every byte of the file is checked. The image is copied out of the
-// backup in place (qemu-img reads it through a window of the file: nothing is unpacked) into a new
-// disk made 0600 first; the disk it replaces keeps a second name (NAME-var.qcow2.before-restore-TIME),
-// the new one is renamed over the old name, and /var/identity, the boot overlay and the domain are
-// brought in line (resyncVarDisk). A failure at any step puts the old disk back at its name; the kept
-// name is never deleted by ivm.
+// restore: nothing changes before every byte of the file is checked. The image member is copied out
+// (dd of its byte range, checksummed as it is read) into a private folder beside the /var disk, as a
+// new file made 0600 first; the disk it replaces keeps a second name
+// (NAME-var.qcow2.before-restore-TIME), the new one is renamed over the old name, and /var/identity,
+// the boot overlay and the domain are brought in line (resyncVarDisk). A failure at any step puts
+// the old disk back at its name; the kept name is never deleted by ivm.
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadInputError, IvmError, RefusedError } from '../../errors.ts';
@@ -48,14 +50,16 @@ import {
   backupBytes,
   backupFileName,
   parseLayout,
+  manifestBlocksFor,
   manifestText,
   sha256,
   sumsText,
+  tarHeader,
   timeStamp,
   type BackupEntry,
   type BackupManifest,
 } from './backup-format.ts';
-import { hostFileBytes, hostFileSha256, listCommand, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
+import { hostFileBytes, hostRangeSha256, listCommand, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The backup folder
@@ -149,16 +153,36 @@ interface BackupJob {
 
 const tee = (file: string, input: string): Command => ({ tool: 'tee', args: ['--', file], input, secretInput: true, mutates: true });
 
+/** A qemu image-opts value holding a file name: commas doubled (QEMU's escape), so no name adds an option. */
+const optValue = (value: string): string => value.replace(/,/g, ',,');
+
 async function backupStopped(ctx: Context, job: BackupJob): Promise<string | undefined> {
   const { runner } = ctx;
   const now = new Date();
+  const mtime = Math.floor(now.getTime() / 1000);
   const file = path.join(job.folder.dir, backupFileName(job.name, now));
   if (await hostFileExists(runner, file)) throw new RefusedError(`${file} exists: a backup is never replaced; nothing was changed`, 'run the command again in a second');
   const partial = path.join(job.folder.dir, `.${path.basename(file)}.partial`);
-  const staged = path.join(partial, IMAGE);
+  const fresh = path.join(partial, IMAGE);
   const out = path.join(partial, 'backup.tar');
   const virtualSize = (await imageInfo(runner, job.paths.var))['virtual-size'];
   const zstd = await zstdSupported(runner);
+  const compression = zstd ? 'zstd' : 'zlib';
+  const manifestOf = (image: { sha256: string; bytes: number }): BackupManifest => ({
+    format: 'ivm-backup',
+    formatVersion: 1,
+    machine: job.name,
+    machineId: job.machineId,
+    base: job.base,
+    varVirtualSize: virtualSize,
+    image: { file: IMAGE, ...image, compression },
+    ivmVersion: packageJson.version,
+    createdAt: now.toISOString(),
+    files: job.source.files.map((f) => ({ name: f.name, mode: `0${(f.mode & 0o777).toString(8)}`, base64: f.content.toString('base64') })),
+  });
+  // The manifest's room is known now, so the image's place is: qemu-img writes it straight there.
+  const manifestBytes = manifestBlocksFor(manifestOf({ sha256: '', bytes: 0 }));
+  const imageAt = BLOCK + manifestBytes + BLOCK;
   const leftovers = leftoverPartials(job.folder, job.name);
   const madeFolders: Command | undefined = job.folder.made.length > 0 ? { tool: 'rm', args: ['-d', '--', ...[...job.folder.made].reverse()], mutates: true } : undefined;
   const stage: Step[] = [
@@ -166,17 +190,23 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
     ...(madeFolders ? [{ kind: 'run' as const, title: `make the backup folder ${job.folder.dir}`, command: { tool: 'mkdir' as const, args: ['-p', '--', job.folder.dir], mutates: true }, undo: madeFolders }] : []),
     // Private, and new: mkdir without -p fails if anything is there, so nothing planted is used.
     { kind: 'run', title: 'a private staging folder', command: { tool: 'mkdir', args: ['-m', '0700', '--', partial], mutates: true }, undo: removeTreeCommand(partial) },
-    { kind: 'run', title: `a compressed image (${zstd ? 'zstd' : 'zlib'})`, command: { tool: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', ...(zstd ? ['-o', 'compression_type=zstd'] : []), staged, String(virtualSize)], mutates: true } },
-    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', staged], mutates: true } },
+    { kind: 'run', title: 'the backup file, empty', command: { tool: 'truncate', args: ['-s', '0', '--', out], mutates: true } },
+    // 0600 before anything is written: the backup holds the host's private key.
+    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', out], mutates: true } },
+    { kind: 'run', title: `an empty compressed image (${compression})`, command: { tool: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', ...(zstd ? ['-o', 'compression_type=zstd'] : []), fresh, String(virtualSize)], mutates: true } },
+    { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', fresh], mutates: true } },
+    { kind: 'run', title: `put it where the image member's data begins (byte ${imageAt})`, command: { tool: 'dd', args: [`if=${fresh}`, `of=${out}`, 'bs=64K', 'oflag=seek_bytes', `seek=${imageAt}`, 'conv=notrunc', 'status=none'], mutates: true } },
     {
       kind: 'run',
-      title: `copy ${job.name}'s /var into it, compressed (qemu-img convert -c)`,
-      command: { tool: 'qemu-img', args: ['convert', '-q', '-n', '-c', '--target-is-zero', '-f', 'qcow2', '-O', 'qcow2', job.paths.var, staged], mutates: true },
+      title: `copy ${job.name}'s /var into it, compressed (qemu-img convert -c, through a window of the backup file)`,
+      command: {
+        tool: 'qemu-img',
+        args: ['convert', '-q', '-n', '-c', '--target-is-zero', '-f', 'qcow2', job.paths.var, '--target-image-opts', `driver=qcow2,file.driver=raw,file.offset=${imageAt},file.file.driver=file,file.file.filename=${optValue(out)}`],
+        mutates: true,
+      },
     },
-    // Whole blocks: the tar member then needs no padding (every byte of the backup is checked).
-    { kind: 'run', title: 'pad it to whole 512-byte blocks', command: { tool: 'truncate', args: ['-s', `%${BLOCK}`, '--', staged], mutates: true } },
   ];
-  // A failure once the image is staged: the staging folder, and the folders this run made, go again.
+  // A failure once staging began: the staging folder, and the folders this run made, go again.
   const failed = async (error: unknown): Promise<never> => {
     const cleanup: Step[] = [
       { kind: 'run', title: 'remove the staging folder', command: removeTreeCommand(partial) },
@@ -187,40 +217,28 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
   };
   await executePlan(runner, { title: `backup ${job.name}: the image`, steps: stage }, ctx.say);
   try {
-    const imageBytes = runner.dryRun ? 0 : await hostFileBytes(runner, staged);
-    const imageSha = runner.dryRun ? '0'.repeat(64) : await runner.progress.step(`checksum the image (sha256 of ${imageBytes} bytes)`, () => hostFileSha256(runner, staged));
-    const manifest: BackupManifest = {
-      format: 'ivm-backup',
-      formatVersion: 1,
-      machine: job.name,
-      machineId: job.machineId,
-      base: job.base,
-      varVirtualSize: virtualSize,
-      image: { file: IMAGE, sha256: imageSha, bytes: imageBytes, compression: zstd ? 'zstd' : 'zlib' },
-      ivmVersion: packageJson.version,
-      createdAt: now.toISOString(),
-      files: job.source.files.map((f) => ({ name: f.name, mode: `0${(f.mode & 0o777).toString(8)}`, base64: f.content.toString('base64') })),
-    };
-    const mText = manifestText(manifest);
-    const total = backupBytes(Buffer.byteLength(mText), imageBytes, BLOCK);
+    // Whole blocks: the member then needs no padding of tar's (every byte of the backup is checked).
+    const written = runner.dryRun ? imageAt : await hostFileBytes(runner, out);
+    const imageBytes = Math.ceil((written - imageAt) / BLOCK) * BLOCK;
+    if (!runner.dryRun && imageBytes <= 0) throw new IvmError(`internal: qemu-img wrote no image into ${out} (please report it, with qemu-img --version)`);
+    const pad: Step[] = [{ kind: 'run', title: 'pad the image to whole 512-byte blocks', command: { tool: 'truncate', args: ['-s', runner.dryRun ? `%${BLOCK}` : String(imageAt + imageBytes), '--', out], mutates: true } }];
+    await executePlan(runner, { title: `backup ${job.name}: the image's end`, steps: pad }, ctx.say);
+    const imageSha = runner.dryRun ? '0'.repeat(64) : await runner.progress.step(`checksum the image (sha256 of ${imageBytes} bytes)`, () => hostRangeSha256(runner, out, imageAt, imageBytes));
+    const mText = manifestText(manifestOf({ sha256: imageSha, bytes: imageBytes }), manifestBytes);
+    const sText = sumsText(sha256(mText), imageSha);
+    const total = backupBytes(manifestBytes, imageBytes, Buffer.byteLength(sText));
+    // The headers ivm writes are GNU tar's (backup-format.ts, tested against tar); tar reads them back below.
+    const head = Buffer.concat([tarHeader(MANIFEST, manifestBytes, mtime), Buffer.from(mText), tarHeader(IMAGE, imageBytes, mtime)]);
+    const tail = Buffer.concat([tarHeader(SUMS, Buffer.byteLength(sText), mtime), Buffer.from(sText), Buffer.alloc(2 * BLOCK)]);
     const pack: Step[] = [
-      // Under --dry-run the manifest is not printed: it carries the files of machines/NAME (a password hash among them).
-      { kind: 'run', title: `the manifest (${MANIFEST})`, command: tee(path.join(partial, MANIFEST), runner.dryRun ? '<the manifest>\n' : mText) },
-      { kind: 'run', title: `the checksums (${SUMS})`, command: tee(path.join(partial, SUMS), runner.dryRun ? '<the checksums of the two>\n' : sumsText(sha256(mText), imageSha)) },
-      { kind: 'run', title: 'the backup file, empty', command: { tool: 'truncate', args: ['-s', '0', '--', out], mutates: true } },
-      // 0600 before anything is written: the backup holds the host's private key.
-      { kind: 'run', title: 'mode 0600', command: { tool: 'chmod', args: ['0600', out], mutates: true } },
+      // Under --dry-run the manifest is not shown: it carries the files of machines/NAME (a password hash among them).
+      { kind: 'run', title: `the manifest (${MANIFEST}) and the headers, before the image`, command: { tool: 'dd', args: [`of=${out}`, 'bs=64K', 'conv=notrunc', 'status=none'], input: head, secretInput: true, mutates: true } },
       {
         kind: 'run',
-        title: 'pack the three into it (tar)',
-        command: {
-          tool: 'tar',
-          // GNU format (sizes beyond 8 GiB), root's, 0600, one time; 1 MiB records (fast), whose padding is cut off next.
-          args: ['-c', '-b', '2048', '--format=gnu', '--owner=0', '--group=0', '--numeric-owner', '--mode=0600', `--mtime=@${Math.floor(now.getTime() / 1000)}`, '-f', out, '-C', partial, '--', MANIFEST, IMAGE, SUMS],
-          mutates: true,
-        },
+        title: `the checksums (${SUMS}) and the end of the archive, after it`,
+        command: { tool: 'dd', args: [`of=${out}`, 'bs=64K', 'oflag=seek_bytes', `seek=${imageAt + imageBytes}`, 'conv=notrunc', 'status=none'], input: tail, mutates: true },
       },
-      { kind: 'run', title: 'end it right after its end-of-archive blocks', command: { tool: 'truncate', args: ['-s', String(total), '--', out], mutates: true } },
+      { kind: 'run', title: 'the staged empty image goes', command: removeCommand(fresh) },
     ];
     await executePlan(runner, { title: `backup ${job.name}: the file`, steps: pack }, ctx.say);
     // Before it gets its name: the archive is laid out exactly as a restore will check it.
@@ -231,8 +249,7 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
     ];
     await executePlan(runner, { title: `backup ${job.name}: in place`, steps: link }, ctx.say);
     if (runner.dryRun) return undefined;
-    const bytes = total;
-    ctx.say(`backup of ${job.name}: ${file} (${bytes} bytes, ${zstd ? 'zstd' : 'zlib'}; image sha256 ${imageSha}; base ${job.base ?? 'none'})`);
+    ctx.say(`backup of ${job.name}: ${file} (${total} bytes, ${compression}; image sha256 ${imageSha}; base ${job.base ?? 'none'})`);
     return file;
   } catch (error) {
     return failed(error);
@@ -272,7 +289,7 @@ export async function listBackups(ctx: Context, name: string, options: { in?: st
     const file = path.join(dir, entry);
     const bytes = await hostFileBytes(ctx.runner, file).catch(() => 0);
     try {
-      const { manifest: m } = await verifyBackup(ctx.runner, file, dir);
+      const { manifest: m } = await verifyBackup(ctx.runner, file);
       entries.push({
         file,
         bytes,
@@ -356,7 +373,7 @@ async function stageImage(ctx: Context, backup: BackupFile, name: string, paths:
 }
 
 /** The backup: under --dry-run checked whole (read-only), else its structure (the image is checked as it is unpacked). */
-const backupToRestore = (ctx: Context, file: string): Promise<BackupFile> => (ctx.runner.dryRun ? verifyBackup(ctx.runner, file, path.dirname(file)) : readBackup(ctx.runner, file));
+const backupToRestore = (ctx: Context, file: string): Promise<BackupFile> => (ctx.runner.dryRun ? verifyBackup(ctx.runner, file) : readBackup(ctx.runner, file));
 
 /** Onto the machine it is a backup of: the same machine-id, the VM stopped or undefined. */
 async function restoreOnto(ctx: Context, name: string, file: string, build: boolean): Promise<void> {
