@@ -256,7 +256,7 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
     expect(r.exitCode, r.stderr).toBe(0);
     const mkfs = r.stderr.split('\n').filter((line) => /^\+ mkfs\.ext4 /.test(line));
     expect(mkfs).toHaveLength(1);
-    expect(mkfs[0]).toMatch(new RegExp(`-d ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/tree `));
+    expect(mkfs[0]).toMatch(new RegExp(`-d ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}[\\w.-]+/tree `));
     // No privileged tool (or e2fsprogs) is given a path of the project's machines/ (nix eval, run as
     // the user, reads meta.nix there: that is its job).
     const tools = r.stderr.split('\n').filter((line) => /^\+ (\S+ )*(mkfs\.ext4|debugfs|qemu-img|guestfish|cp|chmod|ln|mv) /.test(line));
@@ -277,7 +277,7 @@ describe('one writer at a time, whole syncs, and names on /var the guest control
     expect(results[0]!.stdout).toContain('identity: added udp_ports');
     // guestfish (root, through SUDO) uploads a private copy, never the project's file.
     const uploads = results[0]!.stderr.split('\n').filter((line) => /^\+ guestfish> upload /.test(line));
-    expect(uploads).toEqual([expect.stringMatching(new RegExp(`^\\+ guestfish> upload ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}\\w+/udp_ports /identity/\\.udp_ports\\.ivm-new$`))]);
+    expect(uploads).toEqual([expect.stringMatching(new RegExp(`^\\+ guestfish> upload ${path.join(project.root, '.ivm', 'stage-').replace(/[.]/g, '\\.')}[\\w.-]+/udp_ports /identity/\\.udp_ports\\.ivm-new$`))]);
     await waitUntilUnused(varDisk);
     expect(await readVarFile(varDisk, SENTINEL)).toEqual(sentinel);
     expect((await readVarFile(varDisk, '/identity/udp_ports'))?.toString()).toBe('5353\n');

@@ -178,3 +178,37 @@ describe('from a review of backup and clone (no VM)', () => {
     expect(runner.describe({ tool: 'tee', args: ['--', '/m.json'], input: 'plain\n', mutates: true })).toContain('plain');
   });
 });
+
+describe('stage folders a killed run left (they hold copies of host private keys)', () => {
+  it('are removed by the next run; a live run\'s, another host\'s and any other folder stay', async () => {
+    const { makePrivateFolder, removeStaleStages } = await import('../src/core/private-folder.ts');
+    const { processStartTime } = await import('../src/core/lock.ts');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ivm-stages-'));
+    try {
+      // A run that has ended: a real process, waited for.
+      const child = execa('sleep', ['0.1']);
+      const pid = child.pid!;
+      const start = processStartTime(pid)!;
+      await child;
+      const live = makePrivateFolder(root);
+      const tag = path.basename(live.dir).split('.')[2]!.slice(0, 8);
+      const dead = path.join(root, `stage-${pid}.${start}.${tag}-aaaaaa`);
+      const elsewhere = path.join(root, `stage-${pid}.${start}.00000000-bbbbbb`);
+      const other = path.join(root, 'stage-cccccc');
+      for (const dir of [dead, elsewhere, other]) fs.mkdirSync(dir, { mode: 0o700 });
+      fs.writeFileSync(path.join(dead, 'ssh_host_ed25519_key'), 'secret\n', { mode: 0o600 });
+      expect(removeStaleStages(root)).toEqual([dead]);
+      expect(fs.readdirSync(root).sort()).toEqual([path.basename(live.dir), path.basename(elsewhere), path.basename(other)].sort());
+      // Making a new one sweeps as well; the live run's own stays until it removes it.
+      fs.mkdirSync(dead, { mode: 0o700 });
+      const next = makePrivateFolder(root);
+      expect(fs.existsSync(dead)).toBe(false);
+      expect(fs.existsSync(live.dir)).toBe(true);
+      expect((fs.statSync(next.dir).mode & 0o777).toString(8)).toBe('700');
+      live.remove();
+      next.remove();
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

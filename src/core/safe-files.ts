@@ -6,7 +6,6 @@
 // renamed into place, so a reader sees the old file or the new one, never half of one.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { BadInputError } from '../errors.ts';
 
@@ -144,15 +143,3 @@ export function removeFile(file: string): void {
   fs.rmSync(file, { force: true });
 }
 
-/**
- * A private folder (0700, made by this user) for copies of what ivm hands to privileged tools, so
- * that SUDO only ever reads paths ivm chose and files ivm wrote. Under `parent` when given (the
- * project's .ivm/, which the host sees at the same path through HOST_CMD), else the system's temp.
- */
-export function makePrivateFolder(parent?: string): { dir: string; remove: () => void } {
-  const root = parent ?? os.tmpdir();
-  ensureFolder(root, 0o700);
-  const dir = fs.mkdtempSync(path.join(root, 'stage-'));
-  fs.chmodSync(dir, 0o700);
-  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
-}

@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Command } from '../../host/runner.ts';
 import { SECRETS_DIR, SECRETS_FOLDER, VAR_DIRS, VAR_IDENTITY_DIR, VAR_LABEL } from '../identity/identity-files.ts';
 import type { IdentitySource } from '../identity/identity.ts';
-import { makePrivateFolder } from '../safe-files.ts';
+import { makePrivateFolder } from '../private-folder.ts';
 
 /** A staged /var tree and the raw image made from it, in one private (0700) folder. */
 export interface VarStage {

@@ -9,7 +9,8 @@ import { IDENTITY_FILES, KNOWN_HOSTS_FILE, SECRETS_DIR, SECRETS_FOLDER } from '.
 import { formatPrivateKey, formatPublicKey, generateKeyPair, parsePrivateKey } from './openssh-key.ts';
 import { octalMode } from '../file-mode.ts';
 import { networkConf, type Machine } from '../machine/machine.ts';
-import { createFileExclusive, folderExists, makePrivateFolder, readRegularFile, readRegularText, regularFileExists } from '../safe-files.ts';
+import { createFileExclusive, folderExists, readRegularFile, readRegularText, regularFileExists } from '../safe-files.ts';
+import { makePrivateFolder } from '../private-folder.ts';
 
 const KEY = 'ssh_host_ed25519_key';
 const PUB = `${KEY}.pub`;
