@@ -142,6 +142,14 @@ describe('ivm backup create, list, restore (real tools)', () => {
     expect(text.stdout).toMatch(new RegExp(`^${path.basename(backupFile).replace(/\./g, '\\.')} +${manifest.createdAt.replace(/\./g, '\\.')} +\\d+ +\\S+ +ok$`, 'm'));
     const none = await project.ivm(['backup', 'list', OTHER]);
     expect(none.stdout).toContain(`no backups of ${OTHER} in ${path.join(project.vmDir, 'backups', OTHER)}`);
+    // Through HOST_CMD ivm reads no file itself (as with a root-only backup under SUDO): dd reads each
+    // member's byte range on the host and ivm hashes what it prints. The same verdict, nothing unpacked.
+    const hostSide = await project.ivm(['--verbose', 'backup', 'list', NAME, '--json'], { HOST_CMD: 'env' });
+    expect(hostSide.exitCode, hostSide.stderr).toBe(0);
+    expect(JSON.parse(hostSide.stdout)).toEqual(JSON.parse(list.stdout));
+    expect(hostSide.stderr).toMatch(/^\+ env dd if=\S+\.ivm-backup bs=4M iflag=skip_bytes,count_bytes,fullblock skip=\d+ count=\d+ status=none$/m);
+    expect(hostSide.stderr).not.toMatch(/tar -x|sha256sum/);
+    expect(listing(backupDir)).toEqual([path.basename(backupFile)]);
   });
 
   it('a backup folder that is not writable, a file or a link in its place, or inside IVM_BASE_DIR: a clear error, nothing left', async () => {

@@ -34,6 +34,10 @@ export interface Command {
   streamStderr?: boolean;
   /** Each chunk of stdout as it comes, instead of collecting it (Result.stdout is then ''): a large read (a checksum of a root-only file). */
   stdoutSink?: (chunk: Buffer) => void;
+  /** Its stdout holds secrets (a backup's manifest): never put into an error message. */
+  secretOutput?: boolean;
+  /** Standard input is this open file (a backup ivm opened itself), not a pipe: the program reads the very file ivm checks. */
+  stdinFd?: number;
 }
 
 export interface Result {
@@ -159,6 +163,7 @@ export class Runner {
       ...(command.interactive ? { interactive: true } : {}),
       ...(streamed ? { onStderrLine: streamed.line } : {}),
       ...(command.stdoutSink ? { onStdout: command.stdoutSink } : {}),
+      ...(command.stdinFd !== undefined ? { stdinFd: command.stdinFd } : {}),
     });
     if (result.spawnError) throw this.translateSpawnError(command, file, result.spawnError);
     if (result.exitCode === undefined) throw this.translateSpawnError(command, file, killedError(result));
@@ -168,7 +173,7 @@ export class Runner {
     const environment = exitCode !== 0 ? this.environmentError(command, stderr) : undefined;
     if (environment) throw environment;
     if (exitCode !== 0 && !options.allowFailure) {
-      throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || stdout, 8));
+      throw new CommandFailedError(shellLine(this.argv(command)), exitCode, lastLines(stderr || (command.secretOutput ? '' : stdout), 8));
     }
     if (exitCode === 0 && command.expectedStderr) {
       const unexpected = stderr.split('\n').filter((line) => line.trim() !== '' && !command.expectedStderr!.test(line));

@@ -20,6 +20,8 @@ export interface RunOptions {
   input?: string | Buffer;
   /** Each chunk of stdout as it comes; then stdout is not collected (Finished.stdout is ''). */
   onStdout?: (chunk: Buffer) => void;
+  /** Standard input is this open file descriptor (then `input` is not used). */
+  stdinFd?: number;
   /** Inherit the terminal (stdin, stdout and stderr). */
   interactive?: boolean;
   /** Each line of stderr as it comes; then stderr is not collected (Finished.stderr is ''). */
@@ -33,7 +35,7 @@ export function runProcess(file: string, args: string[], options: RunOptions): P
     try {
       child = spawn(file, args, {
         env: { ...process.env, ...options.env },
-        stdio: options.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe'],
+        stdio: options.interactive ? 'inherit' : [options.stdinFd ?? 'pipe', 'pipe', 'pipe'],
       });
     } catch (error) {
       resolve({ exitCode: undefined, signal: undefined, stdout: '', stderr: '', spawnError: error as NodeJS.ErrnoException });

@@ -22,8 +22,8 @@ export type ToolName =
   | 'ssh'
   | 'git'
   | 'tar'
-  | 'sha256sum'
   | 'dd'
+  | 'sync'
   | 'truncate'
   | 'apparmor_parser';
 
@@ -83,11 +83,11 @@ export const TOOLS: Record<ToolName, ToolSpec> = {
   git: { program: 'git', root: false, packages: { debian: 'git', fedora: 'git', arch: 'git' } },
   /** Packs a backup (its manifest and its compressed /var image) into one file, and unpacks it. */
   tar: { program: 'tar', root: true, packages: { debian: 'tar', fedora: 'tar', arch: 'tar' } },
-  /** Checksums of backups and disks, read as root (the files are root's and 0600). */
-  sha256sum: { program: 'sha256sum', root: true, packages: coreutils },
+  /** Flushes a finished backup and its folder to the disk before ivm says it is made. */
+  sync: { program: 'sync', root: true, packages: coreutils },
   /** Reads a byte range of a root-only file (a backup's image, to checksum or copy it) and writes a backup's tar headers in place. */
   dd: { program: 'dd', root: true, packages: coreutils },
-  /** Pads a backup's image to whole 512-byte blocks and cuts tar's zero padding off a backup (every byte of it is then checked). */
+  /** Makes a backup's file and pads its image to whole 512-byte blocks (every byte of a backup is then checked). */
   truncate: { program: 'truncate', root: true, packages: coreutils },
   apparmor_parser: {
     program: 'apparmor_parser',

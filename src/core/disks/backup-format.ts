@@ -6,7 +6,7 @@
 //
 // Every member is a whole number of 512-byte blocks (the manifest and SHA256SUMS are padded with
 // newlines, the image with zero bytes, which qcow2 ignores), and the file ends right after tar's two
-// zero blocks (its record padding is cut off). So every byte of the file is checked on restore: a
+// zero blocks (ivm writes the archive itself: there is no record padding). So every byte of the file is checked on restore: a
 // header by tar's own header checksum, a member's data by SHA256SUMS, SHA256SUMS by itself (a changed
 // digit no longer matches, a changed padding byte is not a newline), the end-of-archive blocks by tar
 // (it reports anything else there) and the length by the layout. A flipped byte anywhere is refused.
@@ -25,7 +25,7 @@ export const SUMS = 'SHA256SUMS';
 export const MEMBERS = [MANIFEST, IMAGE, SUMS] as const;
 export const BACKUP_SUFFIX = '.ivm-backup';
 /** A manifest larger than this is not one ivm wrote (it holds a few small text files). */
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const FORMAT = 'ivm-backup';
 const FORMAT_VERSION = 1;
 

@@ -87,12 +87,19 @@ async function readRange(handle: fs.promises.FileHandle, offset: number, length:
   return buffer.subarray(0, bytesRead);
 }
 
-/** `length` bytes at `offset` of a file, on standard output (dd as root: a range of a root-only file). */
-export function rangeCommand(file: string, offset: number, length: number, output?: string): Command {
+/**
+ * `length` bytes at `offset` of a file (dd as root: a range of a root-only file), on standard output
+ * or into `output`. `file` is a path, or an open file descriptor ivm passes as dd's standard input
+ * (then dd reads the very file ivm opened, whatever is renamed over its path meanwhile).
+ */
+export function rangeCommand(file: string | { fd: number; path: string }, offset: number, length: number, output?: string): Command {
+  // fullblock: a short read (FUSE, a network file system) still counts its bytes, not a whole block.
+  const range = ['bs=4M', 'iflag=skip_bytes,count_bytes,fullblock', `skip=${offset}`, `count=${length}`, 'status=none'];
   return {
     tool: 'dd',
-    args: [`if=${file}`, ...(output ? [`of=${output}`, 'conv=notrunc'] : []), 'bs=4M', 'iflag=skip_bytes,count_bytes', `skip=${offset}`, `count=${length}`, 'status=none'],
+    args: [...(typeof file === 'string' ? [`if=${file}`] : []), ...(output ? [`of=${output}`, 'conv=notrunc'] : []), ...range],
     mutates: output !== undefined,
+    ...(typeof file === 'string' ? {} : { stdinFd: file.fd }),
   };
 }
 
@@ -101,6 +108,8 @@ export async function hostRangeSha256(runner: Runner, file: string, offset: numb
   const handle = await openInProcess(runner, file);
   if (handle) {
     try {
+      const { size } = await handle.stat();
+      if (offset + length > size) throw new IvmError(`${file} is ${size} bytes, too short for ${length} bytes at ${offset} (did the file change?)`);
       return await hashRange(handle, offset, length);
     } finally {
       await handle.close();
@@ -119,21 +128,6 @@ export async function hostRangeSha256(runner: Runner, file: string, offset: numb
   return hash.digest('hex');
 }
 
-/** sha256 of a whole file on the host: in-process where ivm may read it, else `sha256sum`. Read-only. */
-export async function hostFileSha256(runner: Runner, file: string): Promise<string> {
-  const handle = await openInProcess(runner, file);
-  if (handle) {
-    try {
-      return await hashRange(handle);
-    } finally {
-      await handle.close();
-    }
-  }
-  const result = await runner.run({ tool: 'sha256sum', args: ['--', file], mutates: false });
-  const digest = /^([0-9a-f]{64})\b/.exec(result.stdout)?.[1];
-  if (!digest) throw new IvmError(`sha256sum printed no checksum for ${file}: ${JSON.stringify(result.stdout.slice(0, 200))}`);
-  return digest;
-}
 
 /** GNU tar's listing with each header's block number: the layout is read from it (tar checks every header's checksum). */
 export function listCommand(file: string): Command {
@@ -166,7 +160,7 @@ export async function readBackup(runner: Runner, file: string): Promise<BackupFi
   const handle = await openInProcess(runner, file);
   try {
     const small = async (member: Member): Promise<Buffer> =>
-      handle ? readRange(handle, dataOffset(member), member.bytes) : Buffer.from((await runner.run(rangeCommand(file, dataOffset(member), member.bytes))).stdout, 'utf8');
+      handle ? readRange(handle, dataOffset(member), member.bytes) : Buffer.from((await runner.run({ ...rangeCommand(file, dataOffset(member), member.bytes), secretOutput: true })).stdout, 'utf8');
     const sums = parseSums(file, (await small(layout.sums)).toString('utf8'));
     const manifestBytes = await small(layout.manifest);
     if (manifestBytes.length !== layout.manifest.bytes || sha256(manifestBytes) !== sums.manifest) throw new CorruptBackupError(file, `its ${MANIFEST} does not match its checksum`);
@@ -191,30 +185,30 @@ export async function verifyBackup(runner: Runner, file: string): Promise<Backup
 }
 
 /**
- * Copies the image of a backup into the folder `dir` (which must exist, private: 0700) as
- * dir/var.qcow2, made 0600 before a byte is in it, and checks it: its length, its checksum (taken
- * in-process from the backup file while dd copies the range, where ivm may read the file, else of
- * the copy with sha256sum), then what qemu-img says of it (checkImage). Returns the image; on any
- * failure the caller removes `dir`.
+ * Copies the image of a backup into the folder `dir` (which must exist, new and private: 0700) as
+ * dir/var.qcow2, made 0600 before a byte is in it, and checks it: its length, its checksum, then
+ * what qemu-img says of it (checkImage). Where ivm may read the backup, it opens it once, hashes the
+ * member from that open file while dd copies from the same open file (its standard input), so the
+ * copy is of the bytes checked; else dd copies by path and the copy itself is checksummed. Returns
+ * the image; on any failure the caller removes `dir`.
  */
 export async function unpackImage(runner: Runner, backup: BackupFile, dir: string): Promise<string> {
   const image = path.join(dir, IMAGE);
   const member = backup.layout.image;
   const made: Command[] = [
-    // New (no -p, no existing file taken over), then private, then filled.
     { tool: 'truncate', args: ['-s', '0', '--', image], mutates: true },
     { tool: 'chmod', args: ['0600', image], mutates: true },
   ];
   for (const command of made) await runner.run(command);
-  const copy = rangeCommand(backup.file, dataOffset(member), member.bytes, image);
   const handle = runner.dryRun ? undefined : await openInProcess(runner, backup.file);
   try {
     const digest = await runner.progress.step(`copy the image out and checksum it (sha256 of ${member.bytes} bytes)`, async () => {
       if (!handle) {
-        await runner.run(copy);
-        return runner.dryRun ? backup.manifest.image.sha256 : hostFileSha256(runner, image);
+        await runner.run(rangeCommand(backup.file, dataOffset(member), member.bytes, image));
+        return runner.dryRun ? backup.manifest.image.sha256 : hostRangeSha256(runner, image, 0, member.bytes);
       }
-      // Both at once: dd copies the member, ivm hashes the same bytes of the backup file (two cores).
+      // Both at once (two cores), of one open file: dd copies the member, ivm hashes it.
+      const copy = rangeCommand({ fd: handle.fd, path: backup.file }, dataOffset(member), member.bytes, image);
       const [copied, hashed] = await Promise.allSettled([runner.run(copy), hashRange(handle, dataOffset(member), member.bytes)]);
       if (copied.status === 'rejected') throw copied.reason;
       if (hashed.status === 'rejected') throw hashed.reason;

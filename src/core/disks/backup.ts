@@ -49,9 +49,9 @@ import {
   SUMS,
   backupBytes,
   backupFileName,
-  parseLayout,
   manifestBlocksFor,
   manifestText,
+  MAX_MANIFEST_BYTES,
   sha256,
   sumsText,
   tarHeader,
@@ -59,7 +59,7 @@ import {
   type BackupEntry,
   type BackupManifest,
 } from './backup-format.ts';
-import { hostFileBytes, hostRangeSha256, listCommand, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
+import { hostFileBytes, hostRangeSha256, readBackup, removeTreeCommand, unpackFolder, unpackImage, verifyBackup, zstdSupported, type BackupFile } from './backup-io.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The backup folder
@@ -151,8 +151,6 @@ interface BackupJob {
   base: string | null;
 }
 
-const tee = (file: string, input: string): Command => ({ tool: 'tee', args: ['--', file], input, secretInput: true, mutates: true });
-
 /** A qemu image-opts value holding a file name: commas doubled (QEMU's escape), so no name adds an option. */
 const optValue = (value: string): string => value.replace(/,/g, ',,');
 
@@ -182,6 +180,9 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
   });
   // The manifest's room is known now, so the image's place is: qemu-img writes it straight there.
   const manifestBytes = manifestBlocksFor(manifestOf({ sha256: '', bytes: 0 }));
+  if (manifestBytes > MAX_MANIFEST_BYTES) {
+    throw new BadInputError(`the files of machines/${job.name} that a backup carries come to ${manifestBytes} bytes, more than a backup's manifest may hold (${MAX_MANIFEST_BYTES}); nothing was changed`, 'keep meta.nix, default.nix and the identity files small (they are text)');
+  }
   const imageAt = BLOCK + manifestBytes + BLOCK;
   const leftovers = leftoverPartials(job.folder, job.name);
   const madeFolders: Command | undefined = job.folder.made.length > 0 ? { tool: 'rm', args: ['-d', '--', ...[...job.folder.made].reverse()], mutates: true } : undefined;
@@ -221,7 +222,9 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
     const written = runner.dryRun ? imageAt : await hostFileBytes(runner, out);
     const imageBytes = Math.ceil((written - imageAt) / BLOCK) * BLOCK;
     if (!runner.dryRun && imageBytes <= 0) throw new IvmError(`internal: qemu-img wrote no image into ${out} (please report it, with qemu-img --version)`);
-    const pad: Step[] = [{ kind: 'run', title: 'pad the image to whole 512-byte blocks', command: { tool: 'truncate', args: ['-s', runner.dryRun ? `%${BLOCK}` : String(imageAt + imageBytes), '--', out], mutates: true } }];
+    // Under --dry-run the sizes are not known: placeholders, never a command that would do harm if pasted.
+    const imageEnd = runner.dryRun ? '<the end of the image, rounded up to 512 bytes>' : String(imageAt + imageBytes);
+    const pad: Step[] = [{ kind: 'run', title: 'pad the image to whole 512-byte blocks', command: { tool: 'truncate', args: ['-s', imageEnd, '--', out], mutates: true } }];
     await executePlan(runner, { title: `backup ${job.name}: the image's end`, steps: pad }, ctx.say);
     const imageSha = runner.dryRun ? '0'.repeat(64) : await runner.progress.step(`checksum the image (sha256 of ${imageBytes} bytes)`, () => hostRangeSha256(runner, out, imageAt, imageBytes));
     const mText = manifestText(manifestOf({ sha256: imageSha, bytes: imageBytes }), manifestBytes);
@@ -229,23 +232,27 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
     const total = backupBytes(manifestBytes, imageBytes, Buffer.byteLength(sText));
     // The headers ivm writes are GNU tar's (backup-format.ts, tested against tar); tar reads them back below.
     const head = Buffer.concat([tarHeader(MANIFEST, manifestBytes, mtime), Buffer.from(mText), tarHeader(IMAGE, imageBytes, mtime)]);
+    if (head.length !== imageAt) throw new IvmError(`internal: the backup's headers are ${head.length} bytes, not the ${imageAt} before the image (please report it)`);
     const tail = Buffer.concat([tarHeader(SUMS, Buffer.byteLength(sText), mtime), Buffer.from(sText), Buffer.alloc(2 * BLOCK)]);
     const pack: Step[] = [
       // Under --dry-run the manifest is not shown: it carries the files of machines/NAME (a password hash among them).
       { kind: 'run', title: `the manifest (${MANIFEST}) and the headers, before the image`, command: { tool: 'dd', args: [`of=${out}`, 'bs=64K', 'conv=notrunc', 'status=none'], input: head, secretInput: true, mutates: true } },
       {
         kind: 'run',
-        title: `the checksums (${SUMS}) and the end of the archive, after it`,
-        command: { tool: 'dd', args: [`of=${out}`, 'bs=64K', 'oflag=seek_bytes', `seek=${imageAt + imageBytes}`, 'conv=notrunc', 'status=none'], input: tail, mutates: true },
+        // fsync: all of the file (what qemu-img wrote too) is on the disk before ivm says the backup is made.
+        title: `the checksums (${SUMS}) and the end of the archive, after it; all of it flushed to the disk`,
+        command: { tool: 'dd', args: [`of=${out}`, 'bs=64K', 'oflag=seek_bytes', `seek=${imageEnd}`, 'conv=notrunc,fsync', 'status=none'], input: tail, mutates: true },
       },
       { kind: 'run', title: 'the staged empty image goes', command: removeCommand(fresh) },
     ];
     await executePlan(runner, { title: `backup ${job.name}: the file`, steps: pack }, ctx.say);
     // Before it gets its name: the archive is laid out exactly as a restore will check it.
-    if (!runner.dryRun) await checkPacked(runner, out, total);
+    if (!runner.dryRun) await checkPacked(runner, out, total, imageSha);
     const link: Step[] = [
       { kind: 'run', title: `give it its name, never replacing a file (${path.basename(file)})`, command: { tool: 'ln', args: ['-T', out, file], mutates: true }, undo: removeCommand(file) },
       { kind: 'run', title: 'remove the staging folder', command: removeTreeCommand(partial) },
+      // The new name on the disk too: after a power cut the backup is there whole, or not at all.
+      { kind: 'run', title: 'flush the backup folder to the disk', command: { tool: 'sync', args: ['--', job.folder.dir], mutates: true } },
     ];
     await executePlan(runner, { title: `backup ${job.name}: in place`, steps: link }, ctx.say);
     if (runner.dryRun) return undefined;
@@ -256,17 +263,21 @@ async function backupStopped(ctx: Context, job: BackupJob): Promise<string | und
   }
 }
 
-/** The packed archive's layout and length are those of an intact backup (tar's own listing, as a restore reads it). */
-async function checkPacked(runner: Runner, out: string, total: number): Promise<void> {
-  const listed = await runner.run(listCommand(out));
-  let layout;
+/**
+ * The archive is an intact backup as a restore reads it, before it gets its name: tar lists it (every
+ * header, the layout, the length), and its manifest and SHA256SUMS are read back from the file and
+ * checked (readBackup). The image was checksummed from the file itself.
+ */
+async function checkPacked(runner: Runner, out: string, total: number, imageSha: string): Promise<void> {
+  let backup: BackupFile;
   try {
-    layout = parseLayout(out, listed.stdout, await hostFileBytes(runner, out));
+    backup = await readBackup(runner, out);
   } catch (error) {
     if (!(error instanceof CorruptBackupError)) throw error;
-    throw new IvmError(`internal: tar packed ${out} otherwise than ivm lays a backup out (${error.message}) (please report it, with tar --version)`);
+    throw new IvmError(`internal: the backup written to ${out} does not read back as one (${error.message}) (please report it, with tar --version)`);
   }
-  if (layout.bytes !== total) throw new IvmError(`internal: the backup packed in ${out} is ${layout.bytes} bytes, not ${total} (please report it)`);
+  if (backup.layout.bytes !== total) throw new IvmError(`internal: the backup written to ${out} is ${backup.layout.bytes} bytes, not ${total} (please report it)`);
+  if (backup.manifest.image.sha256 !== imageSha) throw new IvmError(`internal: the backup written to ${out} names another image checksum (please report it)`);
 }
 
 // ---------------------------------------------------------------------------------------------
