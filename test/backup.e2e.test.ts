@@ -152,6 +152,26 @@ describe('ivm backup create, list, restore (real tools)', () => {
     expect(listing(backupDir)).toEqual([path.basename(backupFile)]);
   });
 
+  it('a backup name already taken this second (a backup just made) is never replaced: the new one takes the next second', async () => {
+    const to = path.join(project.root, 'twice');
+    fs.mkdirSync(to);
+    // At the start of a second, the name of that second is taken; ivm reaches its name check well
+    // within it (it starts in a few tenths of a second).
+    while (Date.now() % 1000 > 50) await new Promise((resolve) => setTimeout(resolve, 5));
+    const taken = `${NAME}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')}.ivm-backup`;
+    fs.writeFileSync(path.join(to, taken), 'an earlier backup\n', { mode: 0o600 });
+    const made = await project.ivm(['backup', 'create', NAME, '--to', to]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const names = listing(to);
+    expect(names).toHaveLength(2);
+    expect(fs.readFileSync(path.join(to, taken), 'utf8')).toBe('an earlier backup\n');
+    const fresh = names.find((n) => n !== taken)!;
+    expect(fresh > taken).toBe(true);
+    const list = await project.ivm(['backup', 'list', NAME, '--in', to, '--json']);
+    expect((JSON.parse(list.stdout) as { file: string; ok: boolean }[]).map((b) => [path.basename(b.file), b.ok])).toEqual([[taken, false], [fresh, true]]);
+    fs.rmSync(to, { recursive: true, force: true });
+  });
+
   it('a backup folder that is not writable, a file or a link in its place, or inside IVM_BASE_DIR: a clear error, nothing left', async () => {
     const before = listing(project.root);
     const immutable = path.join(project.root, 'immutable');

@@ -436,8 +436,14 @@ describe('ivm export: odd paths, --all, bad input (no boot)', () => {
     fs.writeFileSync(path.join(full, 'Makefile'), 'old\n');
     expectClean(await project.ivm(['export', A, full]), 3, /full is not empty: nothing was written[\s\S]*--force/);
     expect(fs.readdirSync(full).sort()).toEqual(['Makefile', 'notes.txt']);
+    // What a killed export left (a copy of the /var image under export's temporary name) goes; a
+    // file that only looks like one stays.
+    fs.writeFileSync(path.join(full, '.var.qcow2.ivm-0123456789ab.tmp'), 'left by a killed export\n', { mode: 0o600 });
+    fs.writeFileSync(path.join(full, '.var.qcow2.ivm-mine.tmp'), 'mine\n');
     const forced = await project.ivm(['export', A, full, '--force']);
     expect(forced.exitCode, forced.stderr).toBe(0);
+    expect(fs.existsSync(path.join(full, '.var.qcow2.ivm-0123456789ab.tmp'))).toBe(false);
+    fs.rmSync(path.join(full, '.var.qcow2.ivm-mine.tmp'));
     expect(fs.readFileSync(path.join(full, 'notes.txt'), 'utf8')).toBe('mine\n');
     expect(fs.readFileSync(path.join(full, 'Makefile'), 'utf8')).toContain(`override NAME := ${A}`);
     expect(fs.readdirSync(full).filter((f) => f.includes('.tmp'))).toEqual([]);

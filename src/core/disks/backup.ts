@@ -156,10 +156,16 @@ const optValue = (value: string): string => value.replace(/,/g, ',,');
 
 async function backupStopped(ctx: Context, job: BackupJob): Promise<string | undefined> {
   const { runner } = ctx;
-  const now = new Date();
+  let now = new Date();
+  // A backup of this machine made within the same second (the VM's lock is held: it was finished):
+  // this one takes the next second's name rather than refusing.
+  if (await hostFileExists(runner, path.join(job.folder.dir, backupFileName(job.name, now)))) {
+    await new Promise((resolve) => setTimeout(resolve, 1000 - (now.getTime() % 1000) + 5));
+    now = new Date();
+  }
   const mtime = Math.floor(now.getTime() / 1000);
   const file = path.join(job.folder.dir, backupFileName(job.name, now));
-  if (await hostFileExists(runner, file)) throw new RefusedError(`${file} exists: a backup is never replaced; nothing was changed`, 'run the command again in a second');
+  if (await hostFileExists(runner, file)) throw new RefusedError(`${file} exists: a backup is never replaced; nothing was changed`, 'check the clock (a backup of this name is from the future), or back up into another folder (--to DIR)');
   const partial = path.join(job.folder.dir, `.${path.basename(file)}.partial`);
   const fresh = path.join(partial, IMAGE);
   const out = path.join(partial, 'backup.tar');

@@ -322,6 +322,13 @@ function writeFiles(ctx: Context, dir: string, files: [string, string][]): void 
  */
 function placePrivateFile(from: string, to: string): void {
   regularFileExists(to);
+  // What a killed export left under this name (a copy of the /var image, with the host key): removed.
+  const leftover = new RegExp(`^\\.${path.basename(to).replace(/[.]/g, '\\.')}\\.ivm-[0-9a-f]{12}\\.tmp$`);
+  for (const entry of fs.readdirSync(path.dirname(to))) {
+    const file = path.join(path.dirname(to), entry);
+    const st = leftover.test(entry) ? fs.lstatSync(file, { throwIfNoEntry: false }) : undefined;
+    if (st?.isFile() && st.uid === process.getuid?.()) fs.rmSync(file, { force: true });
+  }
   const temporary = path.join(path.dirname(to), `.${path.basename(to)}.ivm-${crypto.randomBytes(6).toString('hex')}.tmp`);
   try {
     fs.copyFileSync(from, temporary, fs.constants.COPYFILE_EXCL);
