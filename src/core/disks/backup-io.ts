@@ -92,7 +92,7 @@ async function readRange(handle: fs.promises.FileHandle, offset: number, length:
  * or into `output`. `file` is a path, or an open file descriptor ivm passes as dd's standard input
  * (then dd reads the very file ivm opened, whatever is renamed over its path meanwhile).
  */
-export function rangeCommand(file: string | { fd: number; path: string }, offset: number, length: number, output?: string): Command {
+export function rangeCommand(file: string | { fd: number }, offset: number, length: number, output?: string): Command {
   // fullblock: a short read (FUSE, a network file system) still counts its bytes, not a whole block.
   const range = ['bs=4M', 'iflag=skip_bytes,count_bytes,fullblock', `skip=${offset}`, `count=${length}`, 'status=none'];
   return {
@@ -127,7 +127,6 @@ export async function hostRangeSha256(runner: Runner, file: string, offset: numb
   if (read !== length) throw new IvmError(`dd read ${read} bytes of ${file} at ${offset}, not ${length} (did the file change?)`);
   return hash.digest('hex');
 }
-
 
 /** GNU tar's listing with each header's block number: the layout is read from it (tar checks every header's checksum). */
 export function listCommand(file: string): Command {
@@ -208,7 +207,7 @@ export async function unpackImage(runner: Runner, backup: BackupFile, dir: strin
         return runner.dryRun ? backup.manifest.image.sha256 : hostRangeSha256(runner, image, 0, member.bytes);
       }
       // Both at once (two cores), of one open file: dd copies the member, ivm hashes it.
-      const copy = rangeCommand({ fd: handle.fd, path: backup.file }, dataOffset(member), member.bytes, image);
+      const copy = rangeCommand({ fd: handle.fd }, dataOffset(member), member.bytes, image);
       const [copied, hashed] = await Promise.allSettled([runner.run(copy), hashRange(handle, dataOffset(member), member.bytes)]);
       if (copied.status === 'rejected') throw copied.reason;
       if (hashed.status === 'rejected') throw hashed.reason;
